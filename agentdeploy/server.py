@@ -1,0 +1,145 @@
+"""The agentdeploy server: one ASGI app assembled from the domain routers.
+
+    uvicorn agentdeploy.server:app   (what `agentdeploy up` runs)
+
+Routes are explicit lists; errors of every route are mapped by one handler to the Databricks
+error shape `{"error_code", "message"}`; an unexpected error answers 500 with a request id and
+the stack goes to the server log only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from agentdeploy.errors import AgentDeployError
+from agentdeploy.settings import Settings, get_settings
+from agentdeploy.workspace import audit
+from agentdeploy.workspace.api import catalog, oauth, permissions, scim, secrets, sql, tokens, warehouses
+from agentdeploy.workspace.bootstrap import bootstrap
+from agentdeploy.workspace.context import Workspace
+
+__all__ = ["create_app", "app"]
+
+log = logging.getLogger("agentdeploy.server")
+
+ROUTERS = [
+    tokens.router,
+    scim.router,
+    oauth.router,
+    catalog.router,
+    permissions.router,
+    warehouses.router,
+    secrets.router,
+    sql.router,
+]
+
+
+def error_response(exc: AgentDeployError) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after is not None else None
+    return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=headers)
+
+
+def _describe_validation_error(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        if err.get("type") == "json_invalid":
+            return "Malformed JSON in the request body."
+        if err.get("type") == "missing" and not loc:
+            return "The request body is missing or empty; send a JSON object."
+        field = ".".join(loc) or "body"
+        parts.append(f"'{field}': {err.get('msg', 'invalid value')}")
+    return "Invalid request: " + "; ".join(parts) + "."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AgentDeployError)
+    async def _domain_error(_: Request, exc: AgentDeployError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"error_code": "INVALID_PARAMETER_VALUE", "message": _describe_validation_error(exc)}, status_code=400
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "ENDPOINT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+        message = f"No API at {request.method} {request.url.path}." if exc.status_code in (404, 405) else str(exc.detail)
+        return JSONResponse({"error_code": codes.get(exc.status_code, "BAD_REQUEST"), "message": message},
+                            status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.error("unhandled error on %s %s (incident %s)", request.method, request.url.path, incident, exc_info=exc)
+        return JSONResponse(
+            {"error_code": "INTERNAL_ERROR", "message": f"Internal error (incident {incident}); see the server log."},
+            status_code=500,
+        )
+
+
+class ClientContextMiddleware:
+    """Records who is calling from where (user agent, address) for the audit log, and reads
+    `/api/` bodies as JSON whatever their content type (as Databricks does for `curl -d`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or ())
+            client = scope.get("client") or ("", 0)
+            audit.client_context.set(
+                {"ip": str(client[0]), "user_agent": headers.get(b"user-agent", b"").decode("latin-1")}
+            )
+            if scope["path"].startswith("/api/") and headers.get(b"content-type", b"").split(b";")[0] != b"application/json":
+                raw = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+                scope = dict(scope, headers=[*raw, (b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        workspace = Workspace(settings)
+        app.state.workspace = workspace
+        app.state.settings = settings
+        bootstrap(workspace)
+        try:
+            yield
+        finally:
+            workspace.close()
+
+    app = FastAPI(title="agentdeploy", lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
+                  openapi_url="/api/openapi.json")
+    install_error_handlers(app)
+    app.add_middleware(ClientContextMiddleware)
+
+    @app.get("/api/health", include_in_schema=False)
+    def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn agentdeploy.server:app` builds the app from the environment on first access.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

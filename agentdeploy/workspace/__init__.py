@@ -1,0 +1,1 @@
+"""The workspace: identities, tokens, OAuth, catalog and grants, secret scopes, SQL, audit."""

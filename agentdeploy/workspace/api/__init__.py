@@ -1,0 +1,1 @@
+"""REST routers of the workspace, one module per resource."""
