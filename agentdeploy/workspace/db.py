@@ -79,7 +79,7 @@ def upgrade_database(url: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")  # one branch per domain, all from 0001
 
 
 class Database:

@@ -1,0 +1,27 @@
+"""The `agentdeploy` command: one typer app, one module of commands per area.
+
+Each module exposes `register(app)`; this file only puts them together.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from agentdeploy.cli import identity, serving, stack, workspace
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="agentdeploy",
+    help="Self-hosted agents.deploy(): serving endpoints, inference tables, review app, on Prefect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for area in (stack, identity, workspace, serving):
+    area.register(app)
+
+
+def main() -> None:
+    app()
