@@ -23,5 +23,13 @@ for area in (stack, identity, workspace, serving):
     area.register(app)
 
 
+@app.command()
+def version() -> None:
+    """Print the agentdeploy version."""
+    from importlib.metadata import version as package_version
+
+    typer.echo(package_version("agentdeploy"))
+
+
 def main() -> None:
     app()
