@@ -1,0 +1,1 @@
+"""The review app: its page and its small API."""

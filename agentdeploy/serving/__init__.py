@@ -1,0 +1,1 @@
+"""Serving: endpoint configs, the gateway, the supervisor and its backends, workers."""

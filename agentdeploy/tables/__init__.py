@@ -1,0 +1,1 @@
+"""Tables: Delta storage, the payload spool and writer, inference-log formatting."""
