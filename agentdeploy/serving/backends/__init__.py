@@ -1,0 +1,1 @@
+"""Ways to run served entities; `base.ServingBackend` is the contract."""
