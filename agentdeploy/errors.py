@@ -1,7 +1,7 @@
 """Errors a user sees, each with its HTTP status and Databricks-style `error_code`.
 
     AgentDeployError (500 INTERNAL_ERROR)
-    ├── InvalidParameterValue (400 INVALID_PARAMETER_VALUE)
+    ├── InvalidParameterValue (400 INVALID_PARAMETER_VALUE; also a ValueError)
     │   └── MalformedRequest (400 MALFORMED_REQUEST)
     ├── Unauthenticated (401 UNAUTHENTICATED)
     ├── PermissionDenied (403 PERMISSION_DENIED)
@@ -48,7 +48,9 @@ class AgentDeployError(Exception):
         return {"error_code": self.error_code, "message": self.message}
 
 
-class InvalidParameterValue(AgentDeployError):
+class InvalidParameterValue(AgentDeployError, ValueError):
+    """Bad input; also a ValueError, so pydantic validators may raise it."""
+
     status_code = 400
     error_code = "INVALID_PARAMETER_VALUE"
 

@@ -35,6 +35,8 @@ __all__ = [
     "list_principals",
     "delete_principal",
     "set_active",
+    "rename",
+    "may_manage",
     "add_member",
     "remove_member",
     "group_ids_of",
@@ -49,6 +51,8 @@ ADMINS = "admins"
 
 class Principal(Base):
     __tablename__ = "principals"
+    # Ids are never reused, so an owner or creator id cannot pass to a newcomer.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(32), index=True)
@@ -60,6 +64,8 @@ class Principal(Base):
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)
     builtin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Who created it (None for the system): a principal's creator may manage it and its secrets.
+    created_by_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class GroupMember(Base):
@@ -93,10 +99,20 @@ def _unique(session: Session, kind: str, name: str) -> None:
         raise AlreadyExists(f"A {kind.replace('_', ' ')} named {name!r} already exists.")
 
 
-def create_user(session: Session, user_name: str, *, display_name: str | None = None) -> Principal:
+def create_user(
+    session: Session,
+    user_name: str,
+    *,
+    display_name: str | None = None,
+    active: bool = True,
+    created_by: Principal | None = None,
+) -> Principal:
     check_name("userName", user_name)
+    if display_name is not None:
+        check_name("displayName", display_name)
     _unique(session, "user", user_name)
-    user = Principal(kind="user", name=user_name, display_name=display_name or user_name)
+    user = Principal(kind="user", name=user_name, display_name=display_name or user_name, active=active,
+                     created_by_id=created_by.id if created_by else None)
     session.add(user)
     session.flush()
     return user
@@ -109,6 +125,7 @@ def create_service_principal(
     application_id: str | None = None,
     hidden: bool = False,
     active: bool = True,
+    created_by: Principal | None = None,
 ) -> Principal:
     check_name("displayName", display_name)
     _unique(session, "service_principal", display_name)
@@ -116,7 +133,11 @@ def create_service_principal(
         try:
             application_id = str(uuid.UUID(application_id))
         except ValueError:
-            raise InvalidParameterValue(f"'applicationId' must be a UUID; got {application_id[:80]!r}.") from None
+            raise InvalidParameterValue(
+                f"'applicationId' must be a UUID; got {application_id[:80]!r}."
+            ) from None
+        if session.scalar(select(Principal.id).where(Principal.application_id == application_id)) is not None:
+            raise AlreadyExists(f"A service principal with application id {application_id!r} already exists.")
     sp = Principal(
         kind="service_principal",
         name=display_name,
@@ -124,16 +145,20 @@ def create_service_principal(
         application_id=application_id or str(uuid.uuid4()),
         hidden=hidden,
         active=active,
+        created_by_id=created_by.id if created_by else None,
     )
     session.add(sp)
     session.flush()
     return sp
 
 
-def create_group(session: Session, display_name: str, *, builtin: bool = False) -> Principal:
+def create_group(
+    session: Session, display_name: str, *, builtin: bool = False, created_by: Principal | None = None
+) -> Principal:
     check_name("displayName", display_name)
     _unique(session, "group", display_name)
-    group = Principal(kind="group", name=display_name, display_name=display_name, builtin=builtin)
+    group = Principal(kind="group", name=display_name, display_name=display_name, builtin=builtin,
+                      created_by_id=created_by.id if created_by else None)
     session.add(group)
     session.flush()
     return group
@@ -143,7 +168,9 @@ def ensure_builtin_groups(session: Session) -> tuple[Principal, Principal]:
     """`account users` (every user, implicitly) and `admins`; created once."""
     found = {
         p.name: p
-        for p in session.scalars(select(Principal).where(Principal.kind == "group", Principal.builtin.is_(True)))
+        for p in session.scalars(
+            select(Principal).where(Principal.kind == "group", Principal.builtin.is_(True))
+        )
     }
     users = found.get(ACCOUNT_USERS) or create_group(session, ACCOUNT_USERS, builtin=True)
     admins = found.get(ADMINS) or create_group(session, ADMINS, builtin=True)
@@ -184,8 +211,33 @@ def delete_principal(session: Session, principal: Principal) -> None:
 
 
 def set_active(session: Session, principal: Principal, active: bool) -> None:
+    if principal.kind == "group":
+        raise InvalidParameterValue("Groups have no 'active' attribute.")
     principal.active = active
     session.flush()
+
+
+def rename(session: Session, principal: Principal, *, display_name: str | None = None,
+           user_name: str | None = None) -> None:
+    """Change a display name (and a user's userName); names stay unique per kind."""
+    if principal.builtin and display_name not in (None, principal.display_name):
+        raise InvalidParameterValue(f"The built-in group {principal.name!r} cannot be renamed.")
+    if display_name is not None:
+        check_name("displayName", display_name)
+        principal.display_name = display_name
+        if principal.kind != "user" and display_name != principal.name:
+            _unique(session, principal.kind, display_name)
+            principal.name = display_name
+    if user_name is not None and principal.kind == "user" and user_name != principal.name:
+        check_name("userName", user_name)
+        _unique(session, "user", user_name)
+        principal.name = user_name
+    session.flush()
+
+
+def may_manage(caller: Identity, principal: Principal) -> bool:
+    """Admins manage every identity; a principal's creator manages that principal."""
+    return caller.is_admin or (principal.created_by_id is not None and principal.created_by_id == caller.id)
 
 
 def add_member(session: Session, group: Principal, member: Principal) -> None:
@@ -193,6 +245,8 @@ def add_member(session: Session, group: Principal, member: Principal) -> None:
         raise InvalidParameterValue(f"{group.name!r} is not a group.")
     if group.name == ACCOUNT_USERS:
         raise InvalidParameterValue("'account users' holds every user already; it takes no explicit members.")
+    if member.id == group.id:
+        raise InvalidParameterValue(f"The group {group.name!r} cannot be a member of itself.")
     if session.get(GroupMember, (group.id, member.id)) is None:
         session.add(GroupMember(group_id=group.id, member_id=member.id))
         session.flush()

@@ -27,8 +27,12 @@ def upgrade() -> None:
         sa.Column("hidden", sa.Boolean(), nullable=False),
         sa.Column("builtin", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_by_id", sa.Integer(), nullable=True),
         sa.UniqueConstraint("application_id", name="uq_principals_application_id"),
         sa.UniqueConstraint("kind", "name", name="uq_principals_kind_name"),
+        # Ids are never reused (SQLite would reuse the highest after a delete): owner and
+        # creator references must not pass to a newcomer.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_principals_kind", "principals", ["kind"])
     op.create_index("ix_principals_name", "principals", ["name"])
