@@ -69,6 +69,11 @@ class AgentDeployClient:
         host, token = read_credentials(settings)
         return cls(host, token)
 
+    @property
+    def token(self) -> str:
+        """The credential this client sends (to save it in a Prefect block; never log it)."""
+        return self._token
+
     def __repr__(self) -> str:  # never shows the token
         return f"AgentDeployClient(host={self.host!r})"
 

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     token: SecretStr | None = None
     # Tokens.
     access_token_lifetime_s: int = Field(default=3600, ge=5)
+    # Scheduled flows.
+    rotation_interval_s: float = Field(default=900.0, ge=5, description="How often agent tokens are renewed.")
+    secret_rotation_period_s: float = Field(default=86400.0, ge=60, description="Age at which OAuth secrets rotate.")
+    format_interval_s: float = Field(default=30.0, ge=1, description="How often inference logs are formatted.")
     # Serving and logging.
     max_payload_bytes: int = 16 * MiB
     endpoint_timeout_s: float = 120.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from agentdeploy.cli import data, identity, serving, stack, workspace
+from agentdeploy.cli import agents, data, identity, serving, stack, workspace
 
 __all__ = ["app", "main"]
 
@@ -19,8 +19,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for area in (stack, identity, workspace, data, serving):
+for area in (stack, identity, workspace, data, serving, agents):
     area.register(app)
+
+
+@app.callback()
+def _point_mlflow_at_the_stack() -> None:
+    # Every command that logs or loads models talks to the stack's MLflow tracking server,
+    # unless the user set MLFLOW_TRACKING_URI.
+    from agentdeploy.stack import configure_mlflow
+
+    configure_mlflow()
 
 
 @app.command()

@@ -1,0 +1,138 @@
+"""The SDK: `agentdeploy.agents`, drop-in for `databricks.agents` where they overlap.
+
+    from agentdeploy import agents
+    deployment = agents.deploy("main.agents.support_bot", 3)
+    deployment.query_endpoint, deployment.review_app_url
+
+`deploy()` starts the stack's `deploy-agent` Prefect deployment and returns once the endpoint is
+READY: the run is visible (and re-runnable) in the Prefect UI and survives the caller dying. It acts
+as the caller: their identity is saved in their own credentials block, which the run names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agentdeploy.client import AgentDeployClient
+from agentdeploy.deploy_spec import DEPLOYMENT_NAME, DeployParameters
+from agentdeploy.errors import AgentDeployError, InvalidParameterValue
+from agentdeploy.settings import get_settings
+from agentdeploy.workspace.names import check_full_name
+
+__all__ = ["Deployment", "DeployFailed", "deploy", "get_deployments", "list_deployments", "delete_deployment"]
+
+
+class DeployFailed(AgentDeployError):
+    """The deploy flow run did not complete; the message holds its final state's message."""
+
+    status_code = 500
+    error_code = "DEPLOY_FAILED"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    model_name: str
+    model_version: str
+    endpoint_name: str
+    served_entity_name: str
+    query_endpoint: str
+    endpoint_url: str
+    review_app_url: str
+
+    @property
+    def rag_app_url(self) -> str:
+        """The reference's older name for `review_app_url`."""
+        return self.review_app_url
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Deployment:
+        return cls(**{k: str(body.get(k, "")) for k in cls.__dataclass_fields__})
+
+
+def _client(client: AgentDeployClient | None) -> AgentDeployClient:
+    return client or AgentDeployClient.from_environment()
+
+
+def deploy(
+    model_name: str,
+    model_version: int | str,
+    scale_to_zero: bool = False,
+    environment_vars: dict[str, str] | None = None,
+    *,
+    tags: dict[str, str] | None = None,
+    workload_size: str = "Small",
+    endpoint_name: str | None = None,
+    description: str | None = None,
+    deploy_feedback_model: bool = True,
+    credentials_block: str | None = None,
+    timeout: float = 900.0,
+    client: AgentDeployClient | None = None,
+    on_step: Callable[[str, str, float | None], None] | None = None,
+) -> Deployment:
+    """Deploy a registered agent version; returns once its endpoint is READY."""
+    from agentdeploy.orchestration import run_flow_deployment, save_credentials_block, user_block_name
+
+    try:
+        version = int(model_version)
+    except (TypeError, ValueError):
+        raise InvalidParameterValue(f"'model_version' must be an integer; got {model_version!r}.") from None
+    api = _client(client)
+    if credentials_block is None:
+        me = api.get("/api/2.0/preview/scim/v2/Me")
+        credentials_block = user_block_name(me.get("userName") or me.get("displayName") or str(me["id"]))
+        save_credentials_block(credentials_block, api.host, api.token)
+    try:
+        params = DeployParameters(
+            model_name=model_name,
+            model_version=version,
+            scale_to_zero=scale_to_zero,
+            environment_vars=environment_vars or {},
+            tags=tags or {},
+            workload_size=workload_size,  # type: ignore[arg-type]
+            endpoint_name=endpoint_name,
+            description=description,
+            deploy_feedback_model=deploy_feedback_model,
+            credentials_block=credentials_block,
+        )
+    except ValueError as exc:
+        raise InvalidParameterValue(str(exc)) from None
+    run = run_flow_deployment(DEPLOYMENT_NAME, {"params": params.model_dump()}, timeout=timeout, on_step=on_step)
+    state = run.state
+    if state is None or not state.is_completed():
+        message = state.message if state is not None else "no state"
+        raise DeployFailed(f"Deploy of {model_name} version {version} failed (flow run {run.name}): {message}")
+    found = get_deployments(model_name, version, client=api)
+    if not found:
+        raise DeployFailed(f"The deploy flow run {run.name} completed but recorded no deployment.")
+    return found[0]
+
+
+def get_deployments(
+    model_name: str, model_version: int | str | None = None, *, client: AgentDeployClient | None = None
+) -> list[Deployment]:
+    check_full_name("model_name", model_name, parts=3)
+    path = f"/api/2.0/agents/deployments/{model_name}"
+    if model_version is not None:
+        path += f"/versions/{int(model_version)}"
+    body = _client(client).get(path)
+    return [Deployment.from_json(d) for d in body.get("chain_deployments", [])]
+
+
+def list_deployments(*, client: AgentDeployClient | None = None) -> list[Deployment]:
+    body = _client(client).get("/api/2.0/agents/deployments")
+    return [Deployment.from_json(d) for d in body.get("chain_deployments", [])]
+
+
+def delete_deployment(
+    model_name: str, model_version: int | str | None = None, *, client: AgentDeployClient | None = None
+) -> None:
+    """Remove a deployed version (its served entity, principal and grants), or the whole endpoint.
+
+    Inference tables stay: they are data."""
+    check_full_name("model_name", model_name, parts=3)
+    path = f"/api/2.0/agents/deployments/{model_name}"
+    if model_version is not None:
+        path += f"/versions/{int(model_version)}"
+    _client(client).delete(path)

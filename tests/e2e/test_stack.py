@@ -1,0 +1,251 @@
+"""The local stack end to end: `agentdeploy up --detach | up | status | down`, and a foreground
+`up` stopped with SIGTERM. One home for the module: the second test starts on a warm database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import REPO, free_port
+
+pytestmark = pytest.mark.slow
+
+CLI = str(Path(sys.executable).with_name("agentdeploy"))
+MARKER = "AGENTDEPLOY_STACK_HOME"
+
+
+@dataclass
+class Stack:
+    home: Path
+    port: int
+    prefect_port: int
+    mlflow_port: int
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AGENTDEPLOY_", "PREFECT_", "MLFLOW_"))}
+        env.update(AGENTDEPLOY_HOME=str(self.home), AGENTDEPLOY_PORT=str(self.port),
+                   AGENTDEPLOY_PREFECT_PORT=str(self.prefect_port),
+                   AGENTDEPLOY_MLFLOW_PORT=str(self.mlflow_port), COLUMNS="200")
+        return env
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CLI, *args], env=self.env(), cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def recorded_pids(self) -> dict[str, int]:
+        state = json.loads((self.home / "run" / "stack.json").read_text())
+        pids = {name: info["pid"] for name, info in state["services"].items() if info["pid"]}
+        return {"supervisor": state["pid"], **pids}
+
+    def processes(self) -> list[str]:
+        """Live processes started for this home: the stack's marker in their environment, or
+        the home path on their command line."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            marked = f"{MARKER}={self.home}".encode() in environ
+            if state != "Z" and (marked or str(self.home).encode() in cmdline):
+                found.append(f"{entry.name}: {cmdline.decode(errors='replace')[:200]}")
+        return found
+
+    def wait_healthy(self, timeout: float = 240) -> None:
+        urls = [f"http://127.0.0.1:{self.port}/api/health", f"http://127.0.0.1:{self.prefect_port}/api/health",
+                f"http://127.0.0.1:{self.mlflow_port}/health"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state_file = self.home / "run" / "stack.json"
+            if state_file.exists() and json.loads(state_file.read_text()).get("state") == "up":
+                if all(_ok(url) for url in urls):
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"stack not healthy; log:\n{_logs(self.home)}")
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _logs(home: Path) -> str:
+    logs = sorted((home / "logs").glob("*.log"))
+    return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in logs)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    ports = set()
+    while len(ports) < 3:
+        ports.add(free_port())
+    port, prefect_port, mlflow_port = sorted(ports)
+    result = Stack(tmp_path_factory.mktemp("stack-home"), port, prefect_port, mlflow_port)
+    yield result
+    result.cli("down")  # whatever a failed test left running
+
+
+def _prefect_api(stack: Stack, auth: tuple[str, str] | None) -> httpx.Client:
+    return httpx.Client(base_url=f"http://127.0.0.1:{stack.prefect_port}/api", auth=auth, timeout=30)
+
+
+def test_detached_stack_up_status_secrets_restart_down(stack: Stack) -> None:
+    started = stack.cli("up", "--detach")
+    assert started.returncode == 0, started.stdout + started.stderr + _logs(stack.home)
+    for url in (f"http://127.0.0.1:{stack.port}", f"http://127.0.0.1:{stack.prefect_port}",
+                f"http://127.0.0.1:{stack.mlflow_port}"):
+        assert url in started.stdout
+    for url in (f"http://127.0.0.1:{stack.port}/api/health", f"http://127.0.0.1:{stack.prefect_port}/api/health",
+                f"http://127.0.0.1:{stack.mlflow_port}/health"):
+        assert _ok(url), url
+
+    # Files: credentials and every key 0600, the credentials name this stack's server.
+    credentials = stack.home / "credentials"
+    assert _mode(credentials) == 0o600
+    creds = json.loads(credentials.read_text())
+    assert creds["host"] == f"http://127.0.0.1:{stack.port}"
+    admin_token = creds["token"]
+    keys = {p.name: p for p in (stack.home / "keys").iterdir()}
+    for name in ("prefect-api-auth", "prefect-encryption-key", "mlflow-kek-passphrase"):
+        assert _mode(keys[name]) == 0o600, name
+    auth_string = keys["prefect-api-auth"].read_text().strip()
+    encryption_key = keys["prefect-encryption-key"].read_text().strip()
+    user, _, password = auth_string.partition(":")
+    assert user == "agentdeploy" and len(password) >= 32
+
+    # `up` again: says so, exit 0, nothing new started.
+    pids = stack.recorded_pids()
+    again = stack.cli("up", "--detach")
+    assert again.returncode == 0 and "already up" in again.stdout
+    again = stack.cli("up")
+    assert again.returncode == 0 and "already up" in again.stdout
+    assert stack.recorded_pids() == pids
+
+    shown = stack.cli("status")
+    assert shown.returncode == 0, shown.stdout
+    for title in ("Prefect server", "MLflow tracking server", "agentdeploy server"):
+        line = next(line for line in shown.stdout.splitlines() if title in line)
+        assert " ok " in line, shown.stdout
+
+    # The stack's servers answer real clients: agentdeploy with the admin token, MLflow over HTTP.
+    me = httpx.get(f"http://127.0.0.1:{stack.port}/api/2.0/token/list", auth=("token", admin_token))
+    assert me.status_code == 200
+    experiments = httpx.get(f"http://127.0.0.1:{stack.mlflow_port}/api/2.0/mlflow/experiments/search",
+                            params={"max_results": 5})
+    assert experiments.status_code == 200 and "experiments" in experiments.json()
+
+    # Prefect's API refuses calls without the auth string and accepts them with it.
+    with _prefect_api(stack, None) as anonymous:
+        assert anonymous.post("/flows/filter", json={}).status_code == 401
+        assert anonymous.post("/flows/filter", json={}, auth=("agentdeploy", "wrong")).status_code == 401
+    with _prefect_api(stack, (user, password)) as prefect:
+        assert prefect.post("/flows/filter", json={}).status_code == 200
+        # A Secret block: its value is encrypted with our key file's key, which is not stored
+        # in Prefect's database.
+        canary = "canary-" + os.urandom(8).hex()
+        block_type = prefect.get("/block_types/slug/secret").json()
+        schemas = prefect.post("/block_schemas/filter", json={
+            "block_schemas": {"block_type_id": {"any_": [block_type["id"]]}}}).json()
+        created = prefect.post("/block_documents/", json={
+            "name": "stack-test", "block_type_id": block_type["id"], "block_schema_id": schemas[0]["id"],
+            "data": {"value": canary}})
+        assert created.status_code == 201, created.text
+        read = prefect.get(f"/block_documents/{created.json()['id']}", params={"include_secrets": "true"})
+        assert read.json()["data"]["value"] == canary
+
+    prefect_db = stack.home / "prefect" / "prefect.db"
+    with sqlite3.connect(prefect_db) as db:
+        stored_keys = db.execute("select count(*) from configuration where key = 'ENCRYPTION_KEY'").fetchone()
+        assert stored_keys[0] == 0
+
+    # No secret in the Prefect or MLflow databases, any log, or any child's command line.
+    stored = [p for p in (stack.home / "prefect").rglob("*") if p.is_file()]
+    stored += [p for p in (stack.home / "mlflow").rglob("*") if p.is_file()]
+    stored += list((stack.home / "logs").glob("*.log"))
+    assert prefect_db in stored and (stack.home / "logs" / "server.log") in stored
+    for path in stored:
+        content = path.read_bytes()
+        for name, value in (("admin token", admin_token), ("Prefect auth string", password),
+                            ("Prefect encryption key", encryption_key), ("Secret block value", canary)):
+            assert value.encode() not in content, f"{name} found in {path}"
+    for name, pid in stack.recorded_pids().items():
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert password.encode() not in cmdline and encryption_key.encode() not in cmdline, name
+
+    # A crashed child is restarted by the supervisor and healthy again.
+    old_server = pids["server"]
+    os.killpg(old_server, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = stack.recorded_pids().get("server")
+        if now and now != old_server and _ok(f"http://127.0.0.1:{stack.port}/api/health"):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the agentdeploy server was not restarted:\n{_logs(stack.home)}")
+
+    # quickstart shows the way in without the token.
+    guide = stack.cli("quickstart")
+    assert guide.returncode == 0, guide.stdout + guide.stderr
+    assert str(credentials) in guide.stdout and "-u token:$TOKEN" in guide.stdout
+    assert "WorkspaceClient(host=" in guide.stdout
+    assert admin_token not in guide.stdout + guide.stderr and password not in guide.stdout
+
+    # down: the supervisor and every child gone, nothing of this home left.
+    recorded = stack.recorded_pids()
+    stopped = stack.cli("down")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert not [name for name, pid in recorded.items() if _alive(pid)]
+    assert stack.processes() == []
+    after = stack.cli("status")
+    assert after.returncode == 1 and "not up" in after.stdout
+
+
+def test_foreground_up_stops_every_child_on_sigterm(stack: Stack) -> None:
+    log = open(stack.home / "logs" / "foreground-test.log", "wb")  # noqa: SIM115
+    up = subprocess.Popen([CLI, "up"], env=stack.env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                          start_new_session=True)
+    try:
+        stack.wait_healthy()
+        recorded = stack.recorded_pids()
+        assert recorded["supervisor"] == up.pid and len(recorded) == 4
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+        log.close()
+    assert not [name for name, pid in recorded.items() if _alive(pid)]
+    assert stack.processes() == []
+    assert "the stack is stopped" in (stack.home / "logs" / "foreground-test.log").read_text()
