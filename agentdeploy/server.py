@@ -25,6 +25,7 @@ from agentdeploy.errors import AgentDeployError
 from agentdeploy.settings import Settings, get_settings
 from agentdeploy.workspace import audit
 from agentdeploy.workspace.api import catalog, oauth, permissions, scim, secrets, sql, tokens, warehouses
+from agentdeploy.workspace.api import tables as table_data
 from agentdeploy.workspace.bootstrap import bootstrap
 from agentdeploy.workspace.context import Workspace
 
@@ -41,6 +42,7 @@ ROUTERS = [
     warehouses.router,
     secrets.router,
     sql.router,
+    table_data.router,
 ]
 
 

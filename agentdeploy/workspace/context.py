@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +20,7 @@ from agentdeploy.errors import Unauthenticated
 from agentdeploy.settings import Settings
 from agentdeploy.workspace import keys
 from agentdeploy.workspace.db import Database, upgrade_database, utcnow
+from agentdeploy.workspace.grants import AccessView
 from agentdeploy.workspace.identity import GroupMember, Identity, Principal
 from agentdeploy.workspace.oauth import TokenIssuer
 from agentdeploy.workspace.tokens import AccessToken, keyed_hash
@@ -97,6 +98,8 @@ class Workspace:
         self.generation = 0
         self.identities = IdentityIndex()
         self.refresh()
+        self.access = AccessView()  # securables and grants (grants.py), rebuilt like identities
+        self.on_change(self._rebuild_access)
 
     # Views ------------------------------------------------------------------------------------
     def on_change(self, rebuild: Callable[[Session], None]) -> None:
@@ -122,6 +125,21 @@ class Workspace:
 
     def read(self) -> contextlib.AbstractContextManager[Session]:
         return self.db.session()
+
+    # Authorization: every check goes through grants.decide on the in-memory AccessView -------
+    def _rebuild_access(self, session: Session) -> None:
+        self.access = AccessView.load(session)
+
+    def authorize(self, caller: Identity, securable_type: str, full_name: str, privilege: str) -> None:
+        """Raise PermissionDenied naming every missing privilege (404 if the securable is unknown)."""
+        self.access.authorize(caller, securable_type, full_name, privilege)
+
+    def is_authorized(self, caller: Identity, securable_type: str, full_name: str, privilege: str) -> bool:
+        return self.access.is_authorized(caller, securable_type, full_name, privilege)
+
+    def missing_privileges(self, principal: Identity, checks: Sequence[tuple[str, str, str]]) -> list[str]:
+        """All privileges `principal` lacks for [(securable_type, full_name, privilege), ...] at once."""
+        return self.access.missing_privileges(principal, checks)
 
     # Authentication ---------------------------------------------------------------------------
     def identify(self, token: str) -> Identity:

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from agentdeploy.errors import PermissionDenied, Unauthenticated
+from agentdeploy.workspace import grants
 from agentdeploy.workspace.context import Workspace
 from agentdeploy.workspace.identity import ADMINS, Identity
 
@@ -50,5 +51,7 @@ Caller = Annotated[Identity, Depends(authenticate)]
 
 
 def require_admin(caller: Identity, action: str) -> None:
-    if not caller.is_admin:
+    """Admin-only actions are MANAGE on the metastore, decided like every other check by
+    `grants.decide` (which gives the metastore to the members of `admins` only)."""
+    if grants.decide(None, caller, None, "MANAGE"):
         raise PermissionDenied(f"{action} requires membership in the group '{ADMINS}'.")
