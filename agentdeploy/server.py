@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentdeploy.errors import AgentDeployError
+from agentdeploy.serving import api as serving_api
 from agentdeploy.settings import Settings, get_settings
 from agentdeploy.workspace import audit
 from agentdeploy.workspace.api import catalog, oauth, permissions, scim, secrets, sql, tokens, warehouses
@@ -29,7 +30,7 @@ from agentdeploy.workspace.api import tables as table_data
 from agentdeploy.workspace.bootstrap import bootstrap
 from agentdeploy.workspace.context import Workspace
 
-__all__ = ["create_app", "app"]
+__all__ = ["create_app", "create_server_app", "ServerApp", "app"]
 
 log = logging.getLogger("agentdeploy.server")
 
@@ -43,6 +44,7 @@ ROUTERS = [
     secrets.router,
     sql.router,
     table_data.router,
+    serving_api.router,
 ]
 
 
@@ -121,9 +123,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.workspace = workspace
         app.state.settings = settings
         bootstrap(workspace)
+        serving = await _start_serving(app, workspace, settings)
         try:
             yield
         finally:
+            await serving.aclose()
             workspace.close()
 
     app = FastAPI(title="agentdeploy", lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
@@ -140,8 +144,66 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+# Serving: the gateway beside the REST API ----------------------------------------------------
+
+
+class ServerApp:
+    """The outer ASGI app: `/serving-endpoints/...` goes to the gateway (a raw ASGI app, the hot
+    path), everything else (and the lifespan) to the FastAPI app."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+        self.gateway: ASGIApp | None = None
+        api.state.server_app = self
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.gateway is not None and scope["type"] == "http" and scope["path"].startswith("/serving-endpoints/"):
+            await self.gateway(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def _not_a_query(record: logging.LogRecord) -> bool:
+    args = record.args
+    return not (isinstance(args, tuple) and len(args) > 2 and str(args[2]).startswith("/serving-endpoints/"))
+
+
+async def _start_serving(app: FastAPI, workspace: Workspace, settings: Settings) -> contextlib.AsyncExitStack:
+    """Backend, endpoint controller and gateway; then every endpoint's workers come back."""
+    from agentdeploy.serving.backends.local import LocalProcessBackend
+    from agentdeploy.serving.endpoints import EndpointController, resolve_secret_references
+    from agentdeploy.serving.gateway import Gateway
+
+    stack = contextlib.AsyncExitStack()
+    # Queries are logged in the payload tables; an access-log line each would only slow them.
+    logging.getLogger("uvicorn.access").addFilter(_not_a_query)
+    backend = LocalProcessBackend(settings)
+    stack.push_async_callback(backend.close)
+    controller = EndpointController(
+        workspace, backend, drain_timeout_s=settings.endpoint_timeout_s,
+        resolve_environment=lambda env, creator: resolve_secret_references(workspace, env, creator),
+    )
+    gateway = Gateway(workspace, controller, backend)
+    app.state.serving_controller = controller
+    app.state.serving_metrics = gateway.metrics
+    app.state.serving_backend = backend
+    app.state.gateway = gateway
+    await gateway.start()
+    stack.push_async_callback(gateway.close)
+    stack.push_async_callback(controller.close)
+    server_app = getattr(app.state, "server_app", None)
+    if server_app is not None:
+        server_app.gateway = gateway
+    await controller.restore()
+    return stack
+
+
+def create_server_app(settings: Settings | None = None) -> ServerApp:
+    return ServerApp(create_app(settings))
+
+
 def __getattr__(name: str) -> Any:
     # `uvicorn agentdeploy.server:app` builds the app from the environment on first access.
     if name == "app":
-        return create_app()
+        return create_server_app()
     raise AttributeError(name)

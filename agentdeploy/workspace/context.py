@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from agentdeploy.errors import Unauthenticated
 from agentdeploy.settings import Settings
 from agentdeploy.workspace import keys
-from agentdeploy.workspace.db import Database, upgrade_database, utcnow
+from agentdeploy.workspace.db import Database, restrict_sqlite_file, upgrade_database, utcnow
 from agentdeploy.workspace.grants import AccessView
 from agentdeploy.workspace.identity import GroupMember, Identity, Principal
 from agentdeploy.workspace.oauth import TokenIssuer
@@ -87,6 +87,9 @@ class Workspace:
         settings.home_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         upgrade_database(settings.sqlalchemy_url)
         self.db = Database(settings.sqlalchemy_url)
+        with self.db.session():  # opens the WAL files so they can be restricted too
+            pass
+        restrict_sqlite_file(settings.sqlalchemy_url)
         self.hash_key = keys.token_hash_key(settings.keys_dir)
         self.issuer = TokenIssuer(
             keys.signing_key(settings.keys_dir),

@@ -16,7 +16,7 @@ from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "UTCDateTime", "utcnow", "make_engine", "upgrade_database", "Database"]
+__all__ = ["Base", "UTCDateTime", "utcnow", "make_engine", "upgrade_database", "restrict_sqlite_file", "Database"]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -71,11 +71,25 @@ def make_engine(url: str) -> Engine:
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+def restrict_sqlite_file(url: str) -> None:
+    """A SQLite workspace database (and its WAL) is readable by the server's user only."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if not candidate.exists() and candidate == path:
+            candidate.touch(mode=0o600)
+        if candidate.exists():
+            candidate.chmod(0o600)
+
+
 def upgrade_database(url: str) -> None:
     """Bring the database schema to the newest migration (creates it on first start)."""
     from alembic import command
     from alembic.config import Config
 
+    restrict_sqlite_file(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
