@@ -18,6 +18,7 @@ from typing import Any
 from agentdeploy.client import AgentDeployClient
 from agentdeploy.deploy_spec import DEPLOYMENT_NAME, DeployParameters
 from agentdeploy.errors import AgentDeployError, InvalidParameterValue
+from agentdeploy.naming import principal_block_name
 from agentdeploy.settings import get_settings
 from agentdeploy.workspace.names import check_full_name
 
@@ -131,8 +132,13 @@ def delete_deployment(
     """Remove a deployed version (its served entity, principal and grants), or the whole endpoint.
 
     Inference tables stay: they are data."""
+    from agentdeploy.orchestration import PRINCIPAL_SECRET_BLOCK_TYPE, delete_block
+
     check_full_name("model_name", model_name, parts=3)
     path = f"/api/2.0/agents/deployments/{model_name}"
     if model_version is not None:
         path += f"/versions/{int(model_version)}"
-    _client(client).delete(path)
+    answer = _client(client).delete(path)
+    for application_id in answer.get("deleted_principals", []):
+        # The principal is gone at the server; its OAuth secret block is now useless.
+        delete_block(PRINCIPAL_SECRET_BLOCK_TYPE, principal_block_name(application_id))

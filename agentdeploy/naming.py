@@ -10,6 +10,7 @@ __all__ = [
     "served_entity_name_for",
     "feedback_model_name_for",
     "inference_table_prefix_for",
+    "principal_block_name",
     "FEEDBACK_SERVED_MODEL",
     "MAX_NAME",
 ]
@@ -53,3 +54,9 @@ def inference_table_prefix_for(model_name: str) -> str:
     if len(model) > MAX_NAME:
         raise InvalidParameterValue(f"'model_name' part {model!r} is longer than {MAX_NAME} characters.")
     return model
+
+
+def principal_block_name(application_id: str) -> str:
+    """The Prefect block holding an agent principal's OAuth secret (block names allow lowercase
+    letters, digits and dashes)."""
+    return f"agent-principal-{application_id.lower()}"

@@ -15,10 +15,11 @@ from typing import Any
 from agentdeploy.errors import AgentDeployError, DeadlineExceeded, NotFound, Unavailable
 from agentdeploy.settings import Settings, get_settings
 
-__all__ = ["prefect_settings", "save_credentials_block", "user_block_name", "run_flow_deployment",
-           "CREDENTIALS_BLOCK_TYPE"]
+__all__ = ["prefect_settings", "save_credentials_block", "delete_block", "user_block_name",
+           "run_flow_deployment", "CREDENTIALS_BLOCK_TYPE", "PRINCIPAL_SECRET_BLOCK_TYPE"]
 
 CREDENTIALS_BLOCK_TYPE = "agentdeploy-workspace-credentials"
+PRINCIPAL_SECRET_BLOCK_TYPE = "agentdeploy-principal-secret"
 
 
 @contextlib.contextmanager
@@ -74,6 +75,25 @@ def save_credentials_block(name: str, host: str, token: str, settings: Settings 
 
     with prefect_settings(settings):
         run_coro_as_sync(_save_block(name, host, token))
+
+
+def delete_block(block_type_slug: str, name: str, settings: Settings | None = None) -> bool:
+    """Delete a block document if it exists; returns whether one was deleted."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def delete() -> bool:
+        async with get_client() as client:
+            try:
+                doc = await client.read_block_document_by_name(name, block_type_slug=block_type_slug)
+            except ObjectNotFound:
+                return False
+            await client.delete_block_document(doc.id)
+            return True
+
+    with prefect_settings(settings):
+        return bool(run_coro_as_sync(delete()))
 
 
 def run_flow_deployment(

@@ -23,9 +23,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentdeploy.errors import AgentDeployError
 from agentdeploy.serving import api as serving_api
+from agentdeploy.serving import credentials as agent_credentials
+from agentdeploy.serving import deployments
 from agentdeploy.settings import Settings, get_settings
 from agentdeploy.workspace import audit
-from agentdeploy.workspace.api import catalog, oauth, permissions, scim, secrets, sql, tokens, warehouses
+from agentdeploy.workspace.api import agents, catalog, oauth, permissions, scim, secrets, sql, tokens, warehouses
 from agentdeploy.workspace.api import tables as table_data
 from agentdeploy.workspace.bootstrap import bootstrap
 from agentdeploy.workspace.context import Workspace
@@ -45,6 +47,9 @@ ROUTERS = [
     sql.router,
     table_data.router,
     serving_api.router,
+    agents.router,
+    agent_credentials.router,
+    deployments.router,
 ]
 
 
@@ -179,10 +184,14 @@ async def _start_serving(app: FastAPI, workspace: Workspace, settings: Settings)
     logging.getLogger("uvicorn.access").addFilter(_not_a_query)
     backend = LocalProcessBackend(settings)
     stack.push_async_callback(backend.close)
+    credentials = agent_credentials.CredentialStore(settings.home_dir / "agent-credentials")
     controller = EndpointController(
         workspace, backend, drain_timeout_s=settings.endpoint_timeout_s,
         resolve_environment=lambda env, creator: resolve_secret_references(workspace, env, creator),
+        credentials=credentials,
     )
+    credentials.subscribe(controller.push_credentials)
+    app.state.agent_credentials = credentials
     gateway = Gateway(workspace, controller, backend)
     app.state.serving_controller = controller
     app.state.serving_metrics = gateway.metrics

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     port: int = 8765
     prefect_port: int = 4200
     mlflow_port: int = 5000
+    runner_port: int | None = Field(default=None, description="Health port of the flow runner (Prefect port + 1).")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite under home if unset.")
     # Client side: where the CLI/SDK connect and as whom (else read from the credentials file).
     host: str | None = None
@@ -103,6 +104,10 @@ class Settings(BaseSettings):
     @property
     def prefect_api_url(self) -> str:
         return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def flow_runner_port(self) -> int:
+        return self.runner_port or self.prefect_port + 1
 
     @property
     def mlflow_tracking_uri(self) -> str:

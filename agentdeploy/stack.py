@@ -269,8 +269,36 @@ def agentdeploy_server(settings: Settings) -> Service:
     )
 
 
+def flow_runner(settings: Settings) -> Service:
+    """Serves the flow deployments (deploy-agent and the scheduled flows) with a 1 s poll, so a
+    deploy starts in about a second and schedules run with no other command."""
+    port = settings.flow_runner_port
+    env = {
+        **prefect_client_env(settings),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_RUNNER_SERVER_ENABLE": "true",
+        "PREFECT_RUNNER_SERVER_HOST": "127.0.0.1",
+        "PREFECT_RUNNER_SERVER_PORT": str(port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    return Service(
+        name="flows",
+        title="Prefect flow runner (deploy-agent, scheduled flows)",
+        argv=[sys.executable, "-m", "flows.serve"],
+        url=f"{settings.prefect_api_url.removesuffix('/api')}/deployments",
+        health_url=f"http://127.0.0.1:{port}/health",
+        port=port,
+        env=env,
+        stop_signal=signal.SIGINT,  # Prefect runners ignore SIGTERM (FACTS.md)
+        requires=("prefect", "mlflow", "server"),
+        port_env="AGENTDEPLOY_RUNNER_PORT",
+    )
+
+
 # Append a factory here to supervise another service (started in this order).
-SERVICES: list[ServiceFactory] = [prefect_server, mlflow_server, agentdeploy_server]
+SERVICES: list[ServiceFactory] = [prefect_server, mlflow_server, agentdeploy_server, flow_runner]
 
 
 def services(settings: Settings) -> list[Service]:

@@ -422,9 +422,13 @@ class EndpointController:
         *,
         resolve_environment: Callable[..., dict[str, str]] | None = None,
         drain_timeout_s: float = 120.0,
+        credentials: Any = None,
     ) -> None:
         self.ws = workspace
         self.backend = backend
+        # Agent tokens by served entity name (serving/credentials.py); copied into each worker.
+        self.credentials = credentials
+        self._keys_by_served_name: dict[str, set[str]] = {}
         self.resolve_environment = resolve_environment
         self.drain_timeout_s = drain_timeout_s
         self.entity_states: dict[str, EntityState] = {}
@@ -501,6 +505,11 @@ class EndpointController:
                 return EntityState("DEPLOYMENT_RECOVERING", health[1] or "The worker is restarting.")
         return state
 
+    def push_credentials(self, served_entity_name: str, credential: Any) -> None:
+        """A new token for every worker of that served entity (atomic file swap in the backend)."""
+        for key in list(self._keys_by_served_name.get(served_entity_name, ())):
+            self.backend.write_credentials(key, credential.token, credential.expires_at)
+
     def log_tail(self, endpoint_id: str, entity: dict[str, Any], lines: int = 500) -> str:
         try:
             return str(self.backend.log_tail(worker_key(endpoint_id, entity), lines))
@@ -519,6 +528,10 @@ class EndpointController:
             if self.resolve_environment is not None and env:
                 env = await asyncio.to_thread(self.resolve_environment, env, entity["creator"])
             spec = _entity_spec(key, entity, env, self.ws.settings.server_url)
+            self._keys_by_served_name.setdefault(entity["name"], set()).add(key)
+            credential = self.credentials.get(entity["name"]) if self.credentials is not None else None
+            if credential is not None:  # the agent's first token, before its code runs
+                self.backend.write_credentials(key, credential.token, credential.expires_at)
             await self.backend.start(spec)
         except asyncio.CancelledError:
             self.entity_states[key] = EntityState("DEPLOYMENT_ABORTED", "The start was cancelled.")
