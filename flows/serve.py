@@ -14,13 +14,16 @@ from __future__ import annotations
 import os
 
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from agentdeploy.client import read_credentials
 from agentdeploy.deploy_spec import ADMIN_BLOCK
+from agentdeploy.settings import get_settings
 from blocks.principal_secret import PrincipalSecret
 from blocks.workspace import WorkspaceCredentials
-from agentdeploy.settings import get_settings
 from flows.deploy_agent import deploy_agent
+from flows.format_inference_logs import format_inference_logs
 from flows.rotate_credentials import rotate_credentials
 
 __all__ = ["main", "deployments"]
@@ -38,7 +41,19 @@ def deployments() -> list:  # type: ignore[type-arg]
             name="rotate-credentials",
             description="Renew every agent's short-lived token; rotate OAuth secrets when due.",
             interval=settings.rotation_interval_s,
+            # One run at a time: on a busy machine a run can outlast the interval, and overlapping
+            # runs filled the runner's slots and starved deploy-agent runs.
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
             parameters={"secret_rotation_period_s": settings.secret_rotation_period_s},
+            tags=["agentdeploy", "scheduled"],
+        ),
+        format_inference_logs.to_deployment(
+            name="format-inference-logs",
+            description="Format inference logs, export traces to MLflow, maintain the tables.",
+            interval=settings.format_interval_s,
+            # A run that would overlap the previous one is cancelled, never queued behind it.
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="CANCEL_NEW"),
             tags=["agentdeploy", "scheduled"],
         ),
     ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from agentdeploy.cli import agents, data, identity, serving, stack, workspace
+from agentdeploy.cli import agents, data, identity, logs, serving, stack, workspace
 
 __all__ = ["app", "main"]
 
@@ -19,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for area in (stack, identity, workspace, data, serving, agents):
+for area in (stack, identity, workspace, data, serving, agents, logs):
     area.register(app)
 
 

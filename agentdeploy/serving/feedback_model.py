@@ -12,7 +12,7 @@ from mlflow.pyfunc import PythonModel
 
 class FeedbackModel(PythonModel):
     def predict(self, context: Any, model_input: Any, params: Any = None) -> dict[str, Any]:
-        from agentdeploy.serving.feedback import parse_feedback
+        from agentdeploy.tables.assessments import parse_feedback
 
         if hasattr(model_input, "to_dict"):
             model_input = {"dataframe_records": model_input.to_dict(orient="records")}

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from agentdeploy.errors import InvalidParameterValue
-from agentdeploy.serving.feedback import parse_feedback
+from agentdeploy.tables.assessments import parse_feedback
 
 KNOWN = {"req-1"}
 
