@@ -69,6 +69,12 @@ __all__ = [
     "Supervisor",
     "STACK_MARKER",
     "stack_processes",
+    "SCHEDULED_DEPLOYMENTS",
+    "ScheduledRun",
+    "scheduled_runs",
+    "count_rows",
+    "FormattingLag",
+    "formatting_lags",
 ]
 
 # Client-side variables a child must not inherit (the server does not need a user's token).
@@ -805,6 +811,146 @@ def down(settings: Settings | None = None, *, timeout_s: float = 60.0) -> bool:
     if leftovers:
         _terminate_pids(leftovers)
     return was_running
+
+
+# What the scheduled flows did (for `agentdeploy status`) ---------------------------------------
+
+# The flow deployments that run on a schedule, as `flow-name/deployment-name`.
+SCHEDULED_DEPLOYMENTS = (
+    "rotate-credentials/rotate-credentials",
+    "format-inference-logs/format-inference-logs",
+)
+
+
+_RAN = ["RUNNING", "COMPLETED", "FAILED", "CRASHED"]
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    """The last run of one scheduled deployment (`state` None: it has not run yet)."""
+
+    deployment: str
+    state: str | None = None
+    time: str | None = None  # ISO 8601, when the run started (else when it was expected)
+    message: str | None = None
+    next_run: str | None = None  # the next scheduled start
+
+
+def _prefect_http(settings: Settings, timeout: float) -> httpx.Client:
+    env = prefect_client_env(settings)
+    user, _, password = env["PREFECT_API_AUTH_STRING"].partition(":")
+    return httpx.Client(base_url=env["PREFECT_API_URL"], auth=(user, password), timeout=timeout)
+
+
+def scheduled_runs(settings: Settings | None = None, *, timeout: float = 5.0) -> list[ScheduledRun]:
+    """The last run of each scheduled deployment the stack's Prefect server knows, read from its
+    API. Deployments not served (yet) are left out; raises `Unavailable` if Prefect cannot be read."""
+    settings = settings or get_settings()
+    found: list[ScheduledRun] = []
+    try:
+        with _prefect_http(settings, timeout) as prefect:
+            for name in SCHEDULED_DEPLOYMENTS:
+                answer = prefect.get(f"/deployments/name/{name}")
+                if answer.status_code == 404:
+                    continue
+                answer.raise_for_status()
+                deployment_id = answer.json()["id"]
+                by_deployment = {"deployments": {"id": {"any_": [deployment_id]}}}
+                last = prefect.post("/flow_runs/filter", json={
+                    **by_deployment, "limit": 1, "sort": "START_TIME_DESC",
+                    # Not CANCELLED: a run that overlapped a running one is cancelled at once.
+                    "flow_runs": {"state": {"type": {"any_": _RAN}}}})
+                last.raise_for_status()
+                upcoming = prefect.post("/flow_runs/filter", json={
+                    **by_deployment, "limit": 1, "sort": "EXPECTED_START_TIME_ASC",
+                    "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}})
+                upcoming.raise_for_status()
+                next_run = upcoming.json()[0].get("expected_start_time") if upcoming.json() else None
+                if not last.json():
+                    found.append(ScheduledRun(name, next_run=next_run))
+                    continue
+                run = last.json()[0]
+                state = run.get("state") or {}
+                found.append(ScheduledRun(
+                    name, state=state.get("name") or run.get("state_name"),
+                    time=run.get("start_time") or run.get("expected_start_time"),
+                    message=(state.get("message") or "")[:200] or None, next_run=next_run))
+    except httpx.HTTPError as exc:
+        raise Unavailable(f"Cannot read the Prefect API at {settings.prefect_api_url}: "
+                          f"{exc.__class__.__name__}.") from None
+    return found
+
+
+def _scalar(client: Any, warehouse_id: str, statement: str) -> Any:
+    """The first value of a one-row SQL statement through the SQL statements API."""
+    answer = client.post("/api/2.0/sql/statements", json={
+        "warehouse_id": warehouse_id, "statement": statement, "wait_timeout": "30s",
+        "disposition": "INLINE", "format": "JSON_ARRAY"})
+    status = answer.get("status") or {}
+    if status.get("state") != "SUCCEEDED":
+        error = (status.get("error") or {}).get("message", "")
+        raise Unavailable(f"{statement!r} ended {status.get('state')}: {error}")
+    rows = (answer.get("result") or {}).get("data_array") or []
+    return rows[0][0] if rows and rows[0] else None
+
+
+def _table_exists(client: Any, full_name: str) -> bool:
+    return bool(client.get(f"/api/2.1/unity-catalog/tables/{full_name}/exists").get("table_exists"))
+
+
+def count_rows(client: Any, full_name: str, warehouse_id: str) -> int | None:
+    """Rows of a table through the SQL statements API; None if it does not exist (or is not
+    visible to the caller)."""
+    if not _table_exists(client, full_name):
+        return None
+    value = _scalar(client, warehouse_id, f"SELECT count(*) FROM {full_name}")
+    return int(value or 0)
+
+
+@dataclass(frozen=True)
+class FormattingLag:
+    """How far an endpoint's request logs trail its payload table: the newest payload row's
+    time minus the newest request-log row's (0 when caught up). None where a table is missing."""
+
+    endpoint_name: str
+    payload_table: str
+    payload_rows_newest: str | None
+    lag_s: float | None
+    note: str = ""
+
+
+def formatting_lags(client: Any, warehouse_id: str) -> list[FormattingLag]:
+    """One entry per deployed model (its payload table), read through the catalog and SQL APIs."""
+    from datetime import UTC, datetime
+
+    out: list[FormattingLag] = []
+    seen: set[str] = set()
+    for record in client.get("/api/2.0/agents/deployments").get("chain_deployments", []):
+        payload = f"{record['model_name']}_payload"
+        if payload in seen:
+            continue
+        seen.add(payload)
+        if not _table_exists(client, payload):
+            out.append(FormattingLag(record["endpoint_name"], payload, None, None, "no payload table yet"))
+            continue
+        newest_payload = _scalar(client, warehouse_id, f"SELECT max(timestamp_ms) FROM {payload}")
+        newest = (datetime.fromtimestamp(int(newest_payload) / 1000, UTC).isoformat(timespec="seconds")
+                  if newest_payload is not None else None)
+        logs = f"{payload}_request_logs"
+        if not _table_exists(client, logs):
+            out.append(FormattingLag(record["endpoint_name"], payload, newest, None,
+                                     "no request-log table yet"))
+            continue
+        newest_logged = _scalar(client, warehouse_id, f"SELECT max(timestamp_ms) FROM {logs}")
+        if newest_payload is None:
+            lag: float | None = 0.0
+        elif newest_logged is None:
+            lag = None
+        else:
+            lag = max(0.0, (int(newest_payload) - int(newest_logged)) / 1000)
+        out.append(FormattingLag(record["endpoint_name"], payload, newest, lag,
+                                 "" if lag is not None else "nothing formatted yet"))
+    return out
 
 
 def _main(argv: list[str]) -> int:

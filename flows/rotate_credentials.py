@@ -45,7 +45,8 @@ def rotate_credentials(credentials_block: str = ADMIN_BLOCK, secret_rotation_per
         if future.state.is_completed():
             results.append(future.result())
         else:
-            message = str(future.state.message or "failed")[:300]
+            # One table cell: no line breaks or pipes from the exception text.
+            message = " ".join(str(future.state.message or "failed").split()).replace("|", "/")[:300]
             results.append(RotationResult(served_entity_name=entity["served_entity_name"],
                                           endpoint_name=entity["endpoint_name"],
                                           principal=entity["display_name"], error=message))

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from agentdeploy.client import AgentDeployClient
-from agentdeploy.errors import NotFound
+from agentdeploy.errors import NotFound, PermissionDenied
 from blocks.principal_secret import PrincipalSecret, block_name_for
 from tasks.credentials import hand_over_token
 from tasks.retry import RETRY_DELAYS, retry_transient
@@ -32,7 +32,20 @@ class RotationResult(BaseModel):
 @task(name="list-agent-entities", retries=3, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def list_agent_entities(api: AgentDeployClient) -> list[dict[str, Any]]:
-    return list(api.get("/api/2.0/agents/principals").get("principals", []))
+    """Every deployed served entity, with its principal's fields when it still has one.
+
+    Listed from the deployment records, not the principals: a principal deleted behind the
+    deploy's back takes its row with it, and its entity must show up as a failure, not vanish."""
+    listed = api.get("/api/2.0/agents/principals").get("principals", [])
+    principals = {p["served_entity_name"]: p for p in listed}
+    entities: dict[str, dict[str, Any]] = {}
+    for record in api.get("/api/2.0/agents/deployments").get("chain_deployments", []):
+        name = record["served_entity_name"]
+        principal = principals.get(name)
+        entities[name] = {"served_entity_name": name, "endpoint_name": record["endpoint_name"],
+                          "display_name": principal["display_name"] if principal else "(none)",
+                          "application_id": principal["application_id"] if principal else None}
+    return list(entities.values())
 
 
 def rotate_secret_if_due(api: AgentDeployClient, secret: PrincipalSecret, block_name: str,
@@ -56,6 +69,10 @@ def rotate_secret_if_due(api: AgentDeployClient, secret: PrincipalSecret, block_
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
       task_run_name="rotate {entity[served_entity_name]}")
 def rotate_entity(api: AgentDeployClient, entity: dict[str, Any], secret_period_s: float) -> RotationResult:
+    if not entity.get("application_id"):
+        raise PermissionDenied(
+            f"Served entity {entity['served_entity_name']} has no service principal any more (deleted?): "
+            "its token cannot be renewed; it serves until the current one expires.")
     block_name = block_name_for(entity["application_id"])
     secret = PrincipalSecret.load(block_name)
     rotated_from = secret.secret_id
