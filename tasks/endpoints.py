@@ -14,7 +14,7 @@ from agentdeploy.client import AgentDeployClient
 from agentdeploy.deploy_spec import DeployParameters
 from agentdeploy.errors import DeadlineExceeded, NotFound
 from agentdeploy.naming import FEEDBACK_SERVED_MODEL
-from tasks.retry import RETRY_DELAYS, fail_if_injected, retry_transient
+from tasks.retry import RETRY_DELAYS, Shared, fail_if_injected, retry_transient, undo_on_failure
 
 __all__ = ["provision_endpoint", "wait_until_ready", "endpoint_config"]
 
@@ -52,6 +52,7 @@ def endpoint_config(params: DeployParameters, served_entity_name: str, existing:
 
 @task(name="provision-endpoint", retries=3, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@undo_on_failure(lambda txn: _undo_provision(txn))
 def provision_endpoint(api: AgentDeployClient, params: DeployParameters, served_entity_name: str,
                        ai_gateway: dict[str, Any], feedback: dict[str, str] | None) -> dict[str, Any]:
     name = params.target_endpoint
@@ -81,7 +82,7 @@ def provision_endpoint(api: AgentDeployClient, params: DeployParameters, served_
                     "traffic_config": previous.get("traffic_config") or {"routes": []}}
             txn.set("undo", ("restore", name, undo))
     if txn is not None:
-        txn.set("api", api)
+        txn.set("api", Shared(api))
     fail_if_injected("provision-endpoint")
     return dict(result)
 
@@ -92,15 +93,30 @@ def _undo_provision(txn: Any) -> None:
     if undo is None:
         return  # the task failed before changing the endpoint
     action, name, previous = undo
-    api: AgentDeployClient = txn.get("api")
+    api: AgentDeployClient = txn.get("api").value
     try:
         if action == "delete":
             api.delete(f"/api/2.0/serving-endpoints/{name}")
         else:
+            # The server refuses a config change while one is rolling out: let the new entity's
+            # rollout settle (ready or failed), then put the previous config back.
+            _settled(api, name, timeout=300.0)
             api.put(f"/api/2.0/serving-endpoints/{name}/config", json=previous)
             _wait(api, name, None, timeout=120.0)  # the previous config serves again before we return
     except NotFound:
         pass
+
+
+def _settled(api: AgentDeployClient, name: str, *, timeout: float) -> None:
+    """Wait until no config update of the endpoint is in progress (it may have failed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = api.get(f"/api/2.0/serving-endpoints/{name}").get("state") or {}
+        if state.get("config_update") in ("NOT_UPDATING", "UPDATE_FAILED"):
+            return
+        if time.monotonic() > deadline:
+            raise DeadlineExceeded(f"Endpoint {name} was still updating after {timeout:.0f}s (state {state}).")
+        time.sleep(0.2)
 
 
 def _wait(api: AgentDeployClient, name: str, served_entity_name: str | None, *, timeout: float) -> dict[str, Any]:

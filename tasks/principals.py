@@ -13,7 +13,7 @@ from agentdeploy.client import AgentDeployClient
 from agentdeploy.errors import NotFound
 from agentdeploy.workspace.agent_resources import Requirement, grants_for
 from tasks.models import ResolvedModel
-from tasks.retry import RETRY_DELAYS, fail_if_injected, retry_transient
+from tasks.retry import RETRY_DELAYS, Shared, fail_if_injected, retry_transient, undo_on_failure
 
 __all__ = ["AgentPrincipal", "create_principal", "grant_resources", "previous_version_grants"]
 
@@ -27,6 +27,7 @@ class AgentPrincipal(BaseModel):
 
 @task(name="create-principal", retries=3, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@undo_on_failure(lambda txn: _delete_principal(txn))
 def create_principal(api: AgentDeployClient, model: ResolvedModel, endpoint_name: str,
                      served_entity_name: str) -> AgentPrincipal:
     body = api.post("/api/2.0/agents/principals", json={
@@ -39,7 +40,7 @@ def create_principal(api: AgentDeployClient, model: ResolvedModel, endpoint_name
                                display_name=body["display_name"], created=bool(body.get("created")))
     txn = get_transaction()
     if txn is not None:
-        txn.set("api", api)
+        txn.set("api", Shared(api))
         txn.set("principal", principal)
     fail_if_injected("create-principal")
     return principal
@@ -50,13 +51,14 @@ def _delete_principal(txn: Any) -> None:
     principal: AgentPrincipal | None = txn.get("principal", None)
     if principal is not None and principal.created:  # a principal from an earlier deploy of this version is not ours to delete
         try:
-            txn.get("api").delete(f"/api/2.0/agents/principals/{principal.id}")
+            txn.get("api").value.delete(f"/api/2.0/agents/principals/{principal.id}")
         except NotFound:
             pass
 
 
 @task(name="grant-resources", retries=3, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@undo_on_failure(lambda txn: _restore_grants(txn))
 def grant_resources(api: AgentDeployClient, principal: AgentPrincipal, model: ResolvedModel) -> list[Requirement]:
     """Exactly the declared resources with the least privilege, plus USE_* on parents."""
     wanted = grants_for(model.requirements)
@@ -64,7 +66,7 @@ def grant_resources(api: AgentDeployClient, principal: AgentPrincipal, model: Re
                      json={"grants": [g.as_json() for g in wanted]})
     txn = get_transaction()
     if txn is not None:
-        txn.set("api", api)
+        txn.set("api", Shared(api))
         txn.set("principal", principal)
         txn.set("previous", answer.get("previous", []))
     fail_if_injected("grant-resources")
@@ -77,7 +79,7 @@ def _restore_grants(txn: Any) -> None:
     if principal is None or txn.get("previous", None) is None:
         return  # the task failed before changing anything
     try:
-        txn.get("api").put(f"/api/2.0/agents/principals/{principal.id}/grants",
+        txn.get("api").value.put(f"/api/2.0/agents/principals/{principal.id}/grants",
                            json={"grants": txn.get("previous"), "restore": True})
     except NotFound:
         pass  # the principal went with its own rollback

@@ -12,13 +12,14 @@ from prefect.transactions import get_transaction
 from agentdeploy.client import AgentDeployClient
 from agentdeploy.errors import NotFound
 from agentdeploy.workspace.agent_resources import Requirement
-from tasks.retry import RETRY_DELAYS, fail_if_injected, retry_transient
+from tasks.retry import RETRY_DELAYS, Shared, fail_if_injected, retry_transient, undo_on_failure
 
 __all__ = ["record_deployment", "summarize_deployment", "artifact_key"]
 
 
 @task(name="record-deployment", retries=3, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@undo_on_failure(lambda txn: _delete_record(txn))
 def record_deployment(api: AgentDeployClient, model_name: str, model_version: int, endpoint_name: str,
                       served_entity_name: str) -> dict[str, Any]:
     query_endpoint = f"{api.host}/serving-endpoints/{endpoint_name}/served-models/{served_entity_name}/invocations"
@@ -37,7 +38,7 @@ def record_deployment(api: AgentDeployClient, model_name: str, model_version: in
     })
     txn = get_transaction()
     if txn is not None:
-        txn.set("api", api)
+        txn.set("api", Shared(api))
         txn.set("record", (model_name, model_version, existed))
     fail_if_injected("record-deployment")
     return dict(body["deployed_chain"])
@@ -51,7 +52,7 @@ def _delete_record(txn: Any) -> None:
     model_name, model_version, existed = record
     if not existed:
         try:
-            txn.get("api").delete(f"/api/2.0/agents/deployments/{model_name}/versions/{model_version}")
+            txn.get("api").value.delete(f"/api/2.0/agents/deployments/{model_name}/versions/{model_version}")
         except NotFound:
             pass
 

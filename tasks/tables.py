@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 
 from agentdeploy.client import AgentDeployClient
-from agentdeploy.errors import AlreadyExists, NotFound
+from agentdeploy.errors import AlreadyExists, NotFound, Unavailable
 from agentdeploy.naming import feedback_model_name_for, inference_table_prefix_for
-from tasks.retry import RETRY_DELAYS, fail_if_injected, retry_transient
+from tasks.retry import RETRY_DELAYS, Shared, fail_if_injected, retry_transient, undo_on_failure
 
 __all__ = ["ensure_inference_tables", "ensure_feedback_model", "inference_table_config"]
 
@@ -28,6 +30,7 @@ def inference_table_config(model_name: str) -> dict[str, Any]:
 
 @task(name="ensure-inference-tables", retries=3, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@undo_on_failure(lambda txn: _restore_ai_gateway(txn))
 def ensure_inference_tables(api: AgentDeployClient, model_name: str, endpoint_name: str) -> dict[str, Any]:
     """The AI gateway config with inference tables on; applied now if the endpoint exists, else
     by `provision-endpoint` when it creates the endpoint."""
@@ -44,7 +47,7 @@ def ensure_inference_tables(api: AgentDeployClient, model_name: str, endpoint_na
             api.put(f"/api/2.0/serving-endpoints/{endpoint_name}/ai-gateway", json=merged)
             txn = get_transaction()
             if txn is not None:
-                txn.set("api", api)
+                txn.set("api", Shared(api))
                 txn.set("endpoint_name", endpoint_name)
                 txn.set("previous", current)
         else:
@@ -59,9 +62,26 @@ def _restore_ai_gateway(txn: Any) -> None:
     if previous is None:
         return  # nothing was changed
     try:
-        txn.get("api").put(f"/api/2.0/serving-endpoints/{txn.get('endpoint_name')}/ai-gateway", json=previous)
+        txn.get("api").value.put(f"/api/2.0/serving-endpoints/{txn.get('endpoint_name')}/ai-gateway", json=previous)
     except NotFound:
         pass
+
+
+def _latest_registered_version(name: str) -> int:
+    """The highest version of a registered model in the MLflow registry; 0 if it has none."""
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not tracking_uri.startswith(("http://", "https://")):
+        raise Unavailable(f"MLFLOW_TRACKING_URI must be the stack's tracking server; got {tracking_uri!r}.")
+    try:
+        response = httpx.get(f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/model-versions/search",
+                             params={"filter": f"name='{name}'", "max_results": "1000"}, timeout=30)
+    except httpx.TransportError as exc:
+        raise Unavailable(f"Cannot reach the MLflow tracking server ({type(exc).__name__}).") from None
+    if response.status_code >= 500:
+        raise Unavailable(f"The MLflow tracking server answered {response.status_code}.")
+    if response.status_code != 200:
+        return 0
+    return max((int(v["version"]) for v in response.json().get("model_versions", [])), default=0)
 
 
 @task(name="ensure-feedback-model", retries=3, retry_delay_seconds=RETRY_DELAYS,
@@ -69,14 +89,13 @@ def _restore_ai_gateway(txn: Any) -> None:
 def ensure_feedback_model(api: AgentDeployClient, model_name: str) -> dict[str, str]:
     """`{catalog}.{schema}.feedback`: a real registered model version (registered if missing),
     EXECUTE for `account users`. The gateway serves it natively as served model `feedback`."""
-    import mlflow
-
-    from agentdeploy.serving.feedback import log_feedback_model
-
     feedback_name = feedback_model_name_for(model_name)
-    client = mlflow.MlflowClient()
-    versions = client.search_model_versions(f"name='{feedback_name}'")
-    version = max((int(v.version) for v in versions), default=0) or log_feedback_model(feedback_name)
+    # Over REST: importing mlflow costs seconds per flow run; it is needed only to log the model.
+    version = _latest_registered_version(feedback_name)
+    if not version:
+        from agentdeploy.serving.feedback import log_feedback_model
+
+        version = log_feedback_model(feedback_name)
     try:
         api.post("/api/2.1/unity-catalog/models", json={
             "catalog_name": feedback_name.split(".")[0],

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from agentdeploy.errors import InvalidParameterValue, PermissionDenied
+from agentdeploy.errors import InvalidParameterValue, NotFound, PermissionDenied
 from agentdeploy.workspace.agent_principals import find_for_entity, may_manage
 from agentdeploy.workspace.api.deps import Caller, WorkspaceDep
 from agentdeploy.workspace.keys import write_private_file
@@ -98,3 +98,20 @@ def hand_over_credentials(served_entity_name: str, body: CredentialHandOver, cal
     store: CredentialStore = request.app.state.agent_credentials
     store.put(served_entity_name, AgentCredential(token, expires_at))
     return {"served_entity_name": served_entity_name, "expires_at": expires_at.isoformat()}
+
+
+@router.delete("/api/2.0/agents/served-entities/{served_entity_name}/credentials")
+def withdraw_credentials(served_entity_name: str, caller: Caller, ws: WorkspaceDep,
+                         request: Request) -> dict[str, Any]:
+    """Drop a handed-over token (a deploy rolling back its credentials step): no file of an
+    entity that never served is left behind."""
+    check_name("served_entity_name", served_entity_name)
+    with ws.read() as session:
+        row = find_for_entity(session, served_entity_name)
+        if row is None:
+            raise NotFound(f"Served entity {served_entity_name!r} has no agent principal.")
+        if not may_manage(caller, row):
+            raise PermissionDenied("Only the entity's deployer or an admin may withdraw its credentials.")
+    store: CredentialStore = request.app.state.agent_credentials
+    store.delete(served_entity_name)
+    return {}

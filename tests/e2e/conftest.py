@@ -1,0 +1,173 @@
+"""Stack-level fixtures: the `Stack` helper (a home and its ports, driven through the CLI) and one
+deploy-ready stack per module (`deploy_stack`: up, demo data, both examples registered), always
+stopped with `agentdeploy down` at the end. Starting a stack costs over a minute: share it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import REPO, free_port
+
+__all__ = ["Stack", "CLI", "MARKER", "stack_logs", "healthy", "worker_pids"]
+
+CLI = str(Path(sys.executable).with_name("agentdeploy"))
+MARKER = "AGENTDEPLOY_STACK_HOME"
+_STACK_ENV_PREFIXES = ("AGENTDEPLOY_", "PREFECT_", "MLFLOW_")
+
+
+@dataclass
+class Stack:
+    home: Path
+    port: int
+    prefect_port: int
+    mlflow_port: int
+    runner_port: int | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_STACK_ENV_PREFIXES)}
+        env.update(AGENTDEPLOY_HOME=str(self.home), AGENTDEPLOY_PORT=str(self.port),
+                   AGENTDEPLOY_PREFECT_PORT=str(self.prefect_port),
+                   AGENTDEPLOY_MLFLOW_PORT=str(self.mlflow_port), COLUMNS="200")
+        if self.runner_port is not None:
+            env["AGENTDEPLOY_RUNNER_PORT"] = str(self.runner_port)
+        return env
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CLI, *args], env=self.env(), cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def recorded_pids(self) -> dict[str, int]:
+        state = json.loads((self.home / "run" / "stack.json").read_text())
+        pids = {name: info["pid"] for name, info in state["services"].items() if info["pid"]}
+        return {"supervisor": state["pid"], **pids}
+
+    def processes(self) -> list[str]:
+        """Live processes started for this home: the stack's marker in their environment, or
+        the home path on their command line."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            marked = f"{MARKER}={self.home}".encode() in environ
+            if state != "Z" and (marked or str(self.home).encode() in cmdline):
+                found.append(f"{entry.name}: {cmdline.decode(errors='replace')[:200]}")
+        return found
+
+    def wait_healthy(self, timeout: float = 240) -> None:
+        urls = [f"http://127.0.0.1:{self.port}/api/health", f"http://127.0.0.1:{self.prefect_port}/api/health",
+                f"http://127.0.0.1:{self.mlflow_port}/health"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state_file = self.home / "run" / "stack.json"
+            if state_file.exists() and json.loads(state_file.read_text()).get("state") == "up":
+                if all(healthy(url) for url in urls):
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"stack not healthy; log:\n{stack_logs(self.home)}")
+
+    def use_in_process(self) -> dict[str, str | None]:
+        """Point this process (SDK, Prefect client, MLflow) at the stack; returns what to restore."""
+        from agentdeploy.settings import get_settings
+        from agentdeploy.stack import prefect_client_env
+
+        wanted = {k: v for k, v in self.env().items() if k.startswith("AGENTDEPLOY_")}
+        saved = {k: os.environ.get(k) for k in os.environ if k.startswith(_STACK_ENV_PREFIXES)}
+        for key in list(os.environ):
+            if key.startswith(_STACK_ENV_PREFIXES):
+                del os.environ[key]
+        os.environ.update(wanted)
+        get_settings.cache_clear()
+        settings = get_settings()
+        os.environ.update(prefect_client_env(settings))
+        os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = settings.mlflow_tracking_uri
+        for key in (*wanted, "PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_HOME",
+                    "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            saved.setdefault(key, None)
+        return saved
+
+
+def restore_env(saved: dict[str, str | None]) -> None:
+    from agentdeploy.settings import get_settings
+
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stack_logs(home: Path, tail: int = 2000) -> str:
+    logs = sorted((home / "logs").glob("*.log"))
+    return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-tail:]}" for p in logs)
+
+
+def worker_pids(server_pid: int) -> set[int]:
+    """Live serving workers started by the stack's agentdeploy server (its children). Workers may
+    run as another uid: their parent pid and command line are readable, their environment not."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) == server_pid and b"agentdeploy.serving.worker" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def deploy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A running stack with the demo data and both examples registered (version 1 each), this
+    process pointed at it (SDK, Prefect client, MLflow). `agentdeploy down` always runs."""
+    ports: set[int] = set()
+    while len(ports) < 4:
+        ports.add(free_port())
+    port, prefect_port, mlflow_port, runner_port = sorted(ports)
+    stack = Stack(tmp_path_factory.mktemp("deploy-home"), port, prefect_port, mlflow_port, runner_port)
+    saved: dict[str, str | None] | None = None
+    try:
+        started = stack.cli("up", "--detach", timeout=400)
+        assert started.returncode == 0, started.stdout + started.stderr + stack_logs(stack.home)
+        saved = stack.use_in_process()
+        from agentdeploy.client import AgentDeployClient
+        from agentdeploy.demo import create_demo_data
+
+        create_demo_data(AgentDeployClient.from_environment())
+        registered = stack.cli("examples", "register", timeout=300)
+        assert registered.returncode == 0, registered.stdout + registered.stderr
+        yield stack
+    finally:
+        stack.cli("down", timeout=120)
+        if saved is not None:
+            restore_env(saved)
