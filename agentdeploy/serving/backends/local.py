@@ -40,6 +40,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -153,6 +154,25 @@ def _python_path() -> str:
     return os.pathsep.join(dict.fromkeys(paths))
 
 
+def _open_code_paths(python_path: str) -> list[Path]:
+    """Workers (other uids) import from this environment's site-packages and source tree: each
+    ancestor of those must be traversable by others. A checkout under a private directory (e.g.
+    `mktemp -d`, mode 0700) is not, so add traverse-only permission (o+x, never read) to the
+    ancestors that lack it; returns what was changed. The server's home stays sealed (0700)."""
+    changed: list[Path] = []
+    for entry in python_path.split(os.pathsep):
+        path = Path(entry).resolve()
+        for directory in [*reversed(path.parents), path]:
+            try:
+                mode = directory.stat().st_mode
+            except FileNotFoundError:
+                break
+            if not mode & 0o001:
+                directory.chmod(stat.S_IMODE(mode) | 0o001)
+                changed.append(directory)
+    return changed
+
+
 class _Entity:
     def __init__(self, spec: ServedEntitySpec, directory: Path, uid: int | None) -> None:
         self.spec = spec
@@ -203,6 +223,8 @@ class LocalProcessBackend(ServingBackend):
         self._entities: dict[str, _Entity] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         if self.isolate:
+            for directory in _open_code_paths(self.python_path):
+                log.warning("made %s traversable (o+x) so workers can import the installed code", directory)
             self._seal_home()
 
     def _default_workers_root(self) -> Path:
