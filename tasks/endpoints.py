@@ -128,7 +128,7 @@ def _wait(api: AgentDeployClient, name: str, served_entity_name: str | None, *, 
         config_state = state.get("config_update")
         served = [e.get("name") for e in (endpoint.get("config") or {}).get("served_entities", [])]
         if config_state == "UPDATE_FAILED":
-            raise RuntimeError(f"Endpoint {name} failed to update: {state.get('message') or 'no message'}")
+            raise RuntimeError(f"Endpoint {name} failed to update: {state.get('config_update_message') or state.get('message') or 'no message'}")
         if state.get("ready") == "READY" and config_state == "NOT_UPDATING" and (
                 served_entity_name is None or served_entity_name in served):
             return dict(endpoint)
