@@ -238,7 +238,7 @@ def test_foreground_up_stops_every_child_on_sigterm(stack: Stack) -> None:
     try:
         stack.wait_healthy()
         recorded = stack.recorded_pids()
-        assert recorded["supervisor"] == up.pid and len(recorded) == 4
+        assert recorded["supervisor"] == up.pid and len(recorded) == 5  # prefect, mlflow, server, flows
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0
     finally:

@@ -123,25 +123,16 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
 
 
 def _drain_prefect_workers() -> None:
-    """Send the logs and events still buffered before the server stops (no noisy errors)."""
-    import inspect
-
+    """Send the logs and events still buffered before the server stops, for at most 10 s each: a
+    drain without a bound hung the session's teardown when events pointed at a stopped server."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
-    from prefect.utilities.asyncutils import run_coro_as_sync
 
-    async def drain() -> None:
+    for worker in (APILogWorker, EventsWorker):
         try:
-            result = APILogWorker.instance().drain()
-            if inspect.isawaitable(result):
-                await result
-        except RuntimeError:
+            worker.drain_all(timeout=10)
+        except Exception:
             pass
-        result = EventsWorker.drain_all()
-        if inspect.isawaitable(result):
-            await result
-
-    run_coro_as_sync(drain())
 
 
 @dataclass
