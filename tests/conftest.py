@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, drain_prefect_workers
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +22,12 @@ def admin(server: ServerProcess) -> Iterator[httpx.Client]:
     """An httpx client authenticated as the bootstrap admin."""
     with server.client() as client:
         yield client
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Never let Prefect's exit hook hold the run: drop logs and events still buffered for a
+    server that a fixture has already stopped."""
+    import sys
+
+    if "prefect" in sys.modules:
+        drain_prefect_workers(timeout=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -96,3 +97,34 @@ class ServerProcess:
     def client(self, token: str | None = None) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token or self.admin_token}"},
                             timeout=60)
+
+
+def drain_prefect_workers(timeout: float = 10.0) -> None:
+    """Send the logs and events this process still buffers for Prefect, for at most `timeout`
+    seconds per kind, then drop what is left. Call it before stopping a Prefect server that
+    in-process flow runs talked to: Prefect retries each buffered batch toward a stopped server
+    for about a minute, and its exit hook waits for all of them (73 batches held CI 74 minutes
+    after the last test passed)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with worker._instance_lock:  # Prefect keeps no public list of its running services
+            instances = list(worker._instances.values())
+        try:
+            worker.drain_all(timeout=timeout)
+        except Exception:
+            pass
+        for instance in instances:
+            _drop_queued_items(instance._queue)
+
+
+def _drop_queued_items(items: "queue.Queue[object]") -> None:
+    """Empty a stopped service's queue, keeping its stop marker (None) so its loop still ends."""
+    while True:
+        try:
+            items.get_nowait()
+        except queue.Empty:
+            break
+        items.task_done()
+    items.put_nowait(None)

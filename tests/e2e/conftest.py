@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import REPO, free_port
+from tests.harness import REPO, drain_prefect_workers, free_port
 
 __all__ = ["Stack", "CLI", "MARKER", "stack_logs", "healthy", "worker_pids"]
 
@@ -168,6 +168,7 @@ def deploy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert registered.returncode == 0, registered.stdout + registered.stderr
         yield stack
     finally:
+        drain_prefect_workers()  # in-process flow runs logged to this stack's Prefect
         stack.cli("down", timeout=120)
         if saved is not None:
             restore_env(saved)

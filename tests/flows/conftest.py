@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import free_port, wait_http
+from tests.harness import drain_prefect_workers, free_port, wait_http
 
 __all__ = ["PrefectServer", "MlflowTracking", "prefect_server", "mlflow_tracking"]
 
@@ -105,7 +105,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         )
         with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_HOME: str(home)}):
             yield server
-            _drain_prefect_workers()
+            drain_prefect_workers()
     finally:
         for key, value in saved.items():
             if value is None:
@@ -120,19 +120,6 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
-
-
-def _drain_prefect_workers() -> None:
-    """Send the logs and events still buffered before the server stops, for at most 10 s each: a
-    drain without a bound hung the session's teardown when events pointed at a stopped server."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        try:
-            worker.drain_all(timeout=10)
-        except Exception:
-            pass
 
 
 @dataclass
