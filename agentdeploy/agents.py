@@ -13,16 +13,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from agentdeploy.client import AgentDeployClient
 from agentdeploy.deploy_spec import DEPLOYMENT_NAME, DeployParameters
 from agentdeploy.errors import AgentDeployError, InvalidParameterValue
 from agentdeploy.naming import principal_block_name
-from agentdeploy.settings import get_settings
 from agentdeploy.workspace.names import check_full_name
 
-__all__ = ["Deployment", "DeployFailed", "deploy", "get_deployments", "list_deployments", "delete_deployment"]
+__all__ = [
+    "Deployment",
+    "DeployFailed",
+    "deploy",
+    "get_deployments",
+    "list_deployments",
+    "delete_deployment",
+    "PermissionLevel",
+    "AgentPermission",
+    "set_permissions",
+    "get_permissions",
+]
 
 
 class DeployFailed(AgentDeployError):
@@ -142,3 +153,95 @@ def delete_deployment(
     for application_id in answer.get("deleted_principals", []):
         # The principal is gone at the server; its OAuth secret block is now useless.
         delete_block(PRINCIPAL_SECRET_BLOCK_TYPE, principal_block_name(application_id))
+
+
+# Permissions ------------------------------------------------------------------------------------
+
+
+class PermissionLevel(Enum):
+    """An agent's permission levels, as `databricks.agents` names them; each is a level of the
+    agent's serving endpoint (CAN_REVIEW: CAN_QUERY plus seeing and rating others' requests)."""
+
+    NO_PERMISSIONS = "NO_PERMISSIONS"
+    CAN_VIEW = "CAN_VIEW"
+    CAN_QUERY = "CAN_QUERY"
+    CAN_REVIEW = "CAN_REVIEW"
+    CAN_MANAGE = "CAN_MANAGE"
+
+
+# Every endpoint level a principal may hold directly (set_permissions replaces them all).
+_ENDPOINT_LEVELS = ("CAN_VIEW", "CAN_QUERY", "CAN_REVIEW", "CAN_MANAGE")
+
+
+@dataclass(frozen=True)
+class AgentPermission:
+    """A principal's direct level on the agent's endpoint (`IS_OWNER` is shown as CAN_MANAGE)."""
+
+    principal: str
+    permission_level: PermissionLevel
+
+
+def _endpoint_names(model_name: str, api: AgentDeployClient) -> list[str]:
+    names = sorted({d.endpoint_name for d in get_deployments(model_name, client=api) if d.endpoint_name})
+    if not names:
+        raise InvalidParameterValue(f"'model_name': {model_name!r} has no deployment; deploy it first.")
+    return names
+
+
+def set_permissions(
+    model_name: str,
+    users: list[str],
+    permission_level: PermissionLevel | str,
+    *,
+    client: AgentDeployClient | None = None,
+) -> None:
+    """Give each of `users` (user names, group names or service principal application ids)
+    exactly `permission_level` on the endpoint of every deployment of `model_name`; NO_PERMISSIONS
+    takes their direct levels away. Needs CAN_MANAGE on the endpoint."""
+    check_full_name("model_name", model_name, parts=3)
+    try:
+        level = PermissionLevel(permission_level.value if isinstance(permission_level, PermissionLevel)
+                                else str(permission_level).upper())
+    except ValueError:
+        raise InvalidParameterValue(
+            f"'permission_level' must be one of {', '.join(p.value for p in PermissionLevel)}; "
+            f"got {permission_level!r}."
+        ) from None
+    if isinstance(users, str) or not users or not all(isinstance(u, str) and u for u in users):
+        raise InvalidParameterValue("'users' must be a non-empty list of principal names.")
+    api = _client(client)
+    add = [] if level is PermissionLevel.NO_PERMISSIONS else [level.value]
+    changes = [
+        {"principal": user, "add": add, "remove": [lv for lv in _ENDPOINT_LEVELS if lv not in add]}
+        for user in users
+    ]
+    for endpoint in _endpoint_names(model_name, api):
+        # The Unity Catalog-style path: one request adds and removes, all or nothing.
+        api.patch(
+            f"/api/2.1/unity-catalog/permissions/serving_endpoint/{endpoint}",
+            json={"changes": changes, "omit_permissions_in_response": True},
+        )
+
+
+def get_permissions(model_name: str, *, client: AgentDeployClient | None = None) -> list[AgentPermission]:
+    """Every principal's highest direct level on the agent's endpoint(s), owner included."""
+    check_full_name("model_name", model_name, parts=3)
+    api = _client(client)
+    best: dict[str, int] = {}
+    for endpoint in _endpoint_names(model_name, api):
+        body = api.get(f"/api/2.0/permissions/serving-endpoints/{endpoint}")
+        for entry in body.get("access_control_list", []):
+            principal = next(
+                (entry[k] for k in ("user_name", "group_name", "service_principal_name") if entry.get(k)), None
+            )
+            if principal is None:
+                continue
+            for permission in entry.get("all_permissions", []):
+                name = permission.get("permission_level")
+                name = "CAN_MANAGE" if name == "IS_OWNER" else name
+                if name in _ENDPOINT_LEVELS:
+                    rank = _ENDPOINT_LEVELS.index(name)
+                    best[principal] = max(best.get(principal, -1), rank)
+    return [
+        AgentPermission(principal, PermissionLevel(_ENDPOINT_LEVELS[rank])) for principal, rank in sorted(best.items())
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,12 +23,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentdeploy.errors import AgentDeployError
+from agentdeploy.review import api as review_api
 from agentdeploy.serving import api as serving_api
 from agentdeploy.serving import credentials as agent_credentials
 from agentdeploy.serving import deployments
 from agentdeploy.settings import Settings, get_settings
 from agentdeploy.workspace import audit
-from agentdeploy.workspace.api import agents, catalog, oauth, permissions, scim, secrets, sql, tokens, warehouses
+from agentdeploy.workspace.api import (
+    agents,
+    catalog,
+    oauth,
+    permissions,
+    scim,
+    secrets,
+    sql,
+    tokens,
+    warehouses,
+)
 from agentdeploy.workspace.api import tables as table_data
 from agentdeploy.workspace.bootstrap import bootstrap
 from agentdeploy.workspace.context import Workspace
@@ -50,6 +62,7 @@ ROUTERS = [
     agents.router,
     agent_credentials.router,
     deployments.router,
+    review_api.router,
 ]
 
 
@@ -176,23 +189,45 @@ def _not_a_query(record: logging.LogRecord) -> bool:
 async def _start_serving(app: FastAPI, workspace: Workspace, settings: Settings) -> contextlib.AsyncExitStack:
     """Backend, endpoint controller and gateway; then every endpoint's workers come back."""
     from agentdeploy.serving.backends.local import LocalProcessBackend
-    from agentdeploy.serving.endpoints import EndpointController, resolve_secret_references
+    from agentdeploy.serving.endpoints import EndpointController
+    from agentdeploy.serving.feedback_native import FeedbackHandler, IndexingSink
     from agentdeploy.serving.gateway import Gateway
+    from agentdeploy.tables.payload_writer import PayloadSink
+    from agentdeploy.tables.request_index import RecentRequests
 
     stack = contextlib.AsyncExitStack()
     # Queries are logged in the payload tables; an access-log line each would only slow them.
     logging.getLogger("uvicorn.access").addFilter(_not_a_query)
+    # The payload spool first and stopped last: what a crash left is replayed before any endpoint
+    # comes back, and every answered request is spooled before the sink stops.
+    secrets = KnownSecrets(workspace)
+    payload_sink = PayloadSink.from_settings(settings, redactors=secrets.redactor_for)
+    await payload_sink.start()
+    stack.push_async_callback(payload_sink.stop)
+    app.state.payload_sink = payload_sink
     backend = LocalProcessBackend(settings)
     stack.push_async_callback(backend.close)
     credentials = agent_credentials.CredentialStore(settings.home_dir / "agent-credentials")
     controller = EndpointController(
         workspace, backend, drain_timeout_s=settings.endpoint_timeout_s,
-        resolve_environment=lambda env, creator: resolve_secret_references(workspace, env, creator),
+        resolve_environment=secrets.resolve,
         credentials=credentials,
     )
     credentials.subscribe(controller.push_credentials)
     app.state.agent_credentials = credentials
-    gateway = Gateway(workspace, controller, backend)
+    recent = RecentRequests()
+    from agentdeploy.serving.supervisor import ScaleToZero
+
+    # Scale to zero: idle workers of scale_to_zero_enabled entities stop; a request wakes them.
+    scale_to_zero = ScaleToZero(backend, idle_s=settings.scale_to_zero_idle_s,
+                                busy=lambda key: controller.in_flight.get(key, 0) > 0)
+    controller.scale_to_zero = scale_to_zero
+    scale_to_zero.start()
+    stack.push_async_callback(scale_to_zero.close)
+    app.state.scale_to_zero = scale_to_zero
+    gateway = Gateway(workspace, controller, backend, sink=IndexingSink(payload_sink, recent))
+    gateway.scale_to_zero = scale_to_zero
+    gateway.native_handler = FeedbackHandler(recent, settings.warehouse_dir, payload_sink)
     app.state.serving_controller = controller
     app.state.serving_metrics = gateway.metrics
     app.state.serving_backend = backend
@@ -205,6 +240,38 @@ async def _start_serving(app: FastAPI, workspace: Workspace, settings: Settings)
         server_app.gateway = gateway
     await controller.restore()
     return stack
+
+
+class KnownSecrets:
+    """The secret values resolved into workers' environments (memory only), as one `Redactor`.
+
+    Every payload row is redacted of every known value, not only its own entity's: a secret of
+    one agent echoed by another is as much a leak, and the check is a substring search per value.
+    """
+
+    def __init__(self, workspace: Workspace) -> None:
+        from agentdeploy.tables.payload import Redactor
+
+        self.workspace = workspace
+        self._values: set[str] = set()
+        self._redactor = Redactor(())
+        self._lock = threading.Lock()
+
+    def resolve(self, env: dict[str, str], creator: str) -> dict[str, str]:
+        """The controller's `resolve_environment`: resolves, and remembers the secret values."""
+        from agentdeploy.serving.endpoints import SECRET_REFERENCE, resolve_secret_references
+        from agentdeploy.tables.payload import Redactor
+
+        resolved = resolve_secret_references(self.workspace, env, creator)
+        found = {resolved[k] for k, v in env.items() if SECRET_REFERENCE.match(v) and resolved.get(k)}
+        with self._lock:
+            if not found <= self._values:
+                self._values |= found
+                self._redactor = Redactor(self._values)
+        return resolved
+
+    def redactor_for(self, _request: Any) -> Any:
+        return self._redactor if self._redactor else None
 
 
 def create_server_app(settings: Settings | None = None) -> ServerApp:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 
 from prefect import serve
-from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from agentdeploy.client import read_credentials

@@ -119,7 +119,7 @@ def drain_prefect_workers(timeout: float = 10.0) -> None:
             _drop_queued_items(instance._queue)
 
 
-def _drop_queued_items(items: "queue.Queue[object]") -> None:
+def _drop_queued_items(items: queue.Queue[object]) -> None:
     """Empty a stopped service's queue, keeping its stop marker (None) so its loop still ends."""
     while True:
         try:

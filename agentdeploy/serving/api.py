@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentdeploy.errors import NotFound
 from agentdeploy.serving import endpoints
 from agentdeploy.serving.endpoints import EndpointController, ServingEndpoint
+from agentdeploy.tables import inference_tables
 from agentdeploy.workspace import audit, catalog
 from agentdeploy.workspace.api.deps import Caller, WorkspaceDep
 from agentdeploy.workspace.db import utcnow
@@ -185,6 +186,9 @@ def create_endpoint(
     if body.rate_limits and not (ai_gateway or {}).get("rate_limits"):
         ai_gateway = endpoints.normalize_ai_gateway({**(ai_gateway or {}), "rate_limits": body.rate_limits})
     tags = endpoints.normalize_tags(body.tags)
+    payload_table = inference_tables.plan_payload_table(ws, caller, name, ai_gateway)
+    if payload_table is not None:
+        inference_tables.create_payload_table(ws.settings.warehouse_dir, payload_table)
     with ws.change() as session:
         row = endpoints.create_endpoint(
             session,
@@ -197,6 +201,8 @@ def create_endpoint(
             description=body.description,
         )
         catalog.register_securable(session, SECURABLE, name, owner_id=caller.id, object_id=row.id)
+        if payload_table is not None:
+            _register_payload_table(ws, session, caller, payload_table, owner_id=caller.id, endpoint_name=name)
         audit.record(
             session,
             actor=caller,
@@ -270,9 +276,16 @@ def update_config(
 @router.put("/api/2.0/serving-endpoints/{name}/ai-gateway")
 def put_ai_gateway(name: str, body: dict[str, Any], caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
     ai_gateway = endpoints.normalize_ai_gateway(body) or {}
+    ws.authorize(caller, SECURABLE, name, "CAN_MANAGE")
+    payload_table = inference_tables.plan_payload_table(ws, caller, name, ai_gateway)
+    if payload_table is not None:
+        inference_tables.create_payload_table(ws.settings.warehouse_dir, payload_table)
     with ws.change() as session:
         row = endpoints.get_endpoint(session, name)
         ws.authorize(caller, SECURABLE, name, "CAN_MANAGE")
+        if payload_table is not None:  # owned by the endpoint's creator, whoever turns it on
+            owner = row.creator_id if row.creator_id is not None else caller.id
+            _register_payload_table(ws, session, caller, payload_table, owner_id=owner, endpoint_name=name)
         row.ai_gateway = ai_gateway
         row.updated_at = utcnow()
         audit.record(
@@ -352,6 +365,14 @@ def endpoint_metrics(name: str, caller: Caller, ws: WorkspaceDep, request: Reque
     ws.authorize(caller, SECURABLE, name, "CAN_VIEW")
     text = request.app.state.serving_metrics.render(name)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+def _register_payload_table(ws: Any, session: Any, caller: Identity, plan: inference_tables.PayloadTablePlan, *,
+                            owner_id: int, endpoint_name: str) -> None:
+    if inference_tables.register_payload_table(session, ws.settings.warehouse_dir, plan, owner_id=owner_id,
+                                               endpoint_name=endpoint_name):
+        audit.record(session, actor=caller, action="createTable", securable_type="table",
+                     securable_name=plan.full_name, params={"endpoint_name": endpoint_name})
 
 
 def _audit_config(config: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -436,6 +436,8 @@ class EndpointController:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # supervisor.ScaleToZero, set by the server: idle scale-to-zero entities are stopped.
+        self.scale_to_zero: Any = None
 
     # Life cycle -------------------------------------------------------------------------------
     async def restore(self) -> None:
@@ -500,9 +502,14 @@ class EndpointController:
         if state is None:
             return EntityState("DEPLOYMENT_CREATING", "Waiting to start.")
         if state.deployment == "DEPLOYMENT_READY" and not is_native(entity):
+            if self.scale_to_zero is not None and self.scale_to_zero.needs_wake(key):
+                return EntityState("DEPLOYMENT_READY", _scaled_to_zero_message(self.scale_to_zero, key))
             health = _health_of(self.backend, key)
             if health is not None and not health[0]:
                 return EntityState("DEPLOYMENT_RECOVERING", health[1] or "The worker is restarting.")
+            last = self.scale_to_zero.cold_starts.get(key) if self.scale_to_zero is not None else None
+            if last is not None:
+                return EntityState(state.deployment, f"{state.message} Last cold start: {last:.1f}s.")
         return state
 
     def push_credentials(self, served_entity_name: str, credential: Any) -> None:
@@ -533,6 +540,8 @@ class EndpointController:
             if credential is not None:  # the agent's first token, before its code runs
                 self.backend.write_credentials(key, credential.token, credential.expires_at)
             await self.backend.start(spec)
+            if self.scale_to_zero is not None:
+                self.scale_to_zero.track(spec)
         except asyncio.CancelledError:
             self.entity_states[key] = EntityState("DEPLOYMENT_ABORTED", "The start was cancelled.")
             raise
@@ -601,6 +610,8 @@ class EndpointController:
                 for entity in to_start:
                     key = worker_key(endpoint_id, entity)
                     if key not in current_keys:
+                        if self.scale_to_zero is not None:
+                            self.scale_to_zero.untrack(key)
                         await _quiet_remove(self.backend, key)
                 message = "; ".join(f"served entity {e['name']!r} failed to start: {r}" for e, r in failed)
                 await asyncio.to_thread(self._finish, endpoint_id, pending["config_version"], _short(message))
@@ -610,6 +621,8 @@ class EndpointController:
             removed = current_keys - new_keys
             await self._drain(removed)
             for key in removed:
+                if self.scale_to_zero is not None:
+                    self.scale_to_zero.untrack(key)
                 await _quiet_remove(self.backend, key)
                 self.entity_states.pop(key, None)
 
@@ -617,6 +630,8 @@ class EndpointController:
         async with self._lock(endpoint_id):
             await self._drain(keys)
             for key in keys:
+                if self.scale_to_zero is not None:
+                    self.scale_to_zero.untrack(key)
                 await _quiet_remove(self.backend, key)
                 self.entity_states.pop(key, None)
         self._locks.pop(endpoint_id, None)
@@ -676,6 +691,12 @@ def _short(message: str, limit: int = 4000) -> str:
     return (
         message if len(message) <= limit else message[: limit // 4] + "\n...\n" + message[-3 * limit // 4 :]
     )
+
+
+def _scaled_to_zero_message(supervisor: Any, key: str) -> str:
+    message = "Scaled to zero (no request for the idle period); the next request starts it and waits."
+    last = supervisor.cold_starts.get(key)
+    return message + (f" Last cold start: {last:.1f}s." if last is not None else "")
 
 
 async def _quiet_remove(backend: Any, key: str) -> None:

@@ -23,6 +23,7 @@ Every answer carries `x-request-id`; every error is `{"error_code", "message"}`.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import random
@@ -54,6 +55,7 @@ from agentdeploy.serving.endpoints import (
 )
 from agentdeploy.serving.metrics import EntityMetrics, ServingMetrics
 from agentdeploy.serving.ratelimit import EndpointRateLimiter
+from agentdeploy.tables.streams import aggregate_stream
 from agentdeploy.workspace.api.deps import bearer_token
 
 __all__ = [
@@ -72,6 +74,7 @@ log = logging.getLogger("agentdeploy.serving.gateway")
 PREFIX = "/serving-endpoints/"
 RESPONSE_LENGTH = "x-agentdeploy-response-length"
 RETRY_AFTER_S = 1.0
+CLIENT_CLOSED_REQUEST = 499  # the status logged for a stream whose client went away (nginx's code)
 
 
 @dataclass(slots=True)
@@ -96,10 +99,10 @@ class InferenceRecord:
     response: bytes
     trace: bytes | None
     inference_table: dict[str, Any] | None  # the endpoint's ai_gateway.inference_table_config
-    streamed: bool = False  # `response` is then a JSON array of the chunks sent
+    streamed: bool = False  # `response` is then the chunks sent, aggregated (tables.streams)
 
     def logged_response(self) -> bytes:
-        if self.status_code != 200:
+        if self.status_code != 200 and not self.streamed:
             return self.response
         return splice_output(self.response, self.trace or b"null", self.databricks_request_id)
 
@@ -207,6 +210,8 @@ class Gateway:
         self.controller = controller
         self.backend = backend
         self.sink: InferenceSink = sink or NullSink()
+        # supervisor.ScaleToZero (set by the server): wakes scaled-to-zero workers per request.
+        self.scale_to_zero: Any = None
         # Set by the feedback model's owner; until then a native entity answers 503.
         self.native_handler: NativeHandler | None = None
         self.metrics = metrics or ServingMetrics()
@@ -350,21 +355,28 @@ class Gateway:
                 authorization = value.decode("latin-1")
             elif key == b"content-length":
                 content_length = value
-        caller = self.ws.identify(bearer_token(authorization))
-
-        if (
-            content_length is not None
-            and content_length.isdigit()
-            and int(content_length) > self.max_payload_bytes
-        ):
-            raise PayloadTooLarge(self._too_large())
-        raw = await self._read_body(receive)
+        # The review app calls in-process for a signed-in user (an identity, never a token); an
+        # HTTP client cannot put keys in the ASGI scope.
+        caller = scope.get("agentdeploy.caller") or self.ws.identify(bearer_token(authorization))
 
         route = self.table.routes.get(endpoint_name) if endpoint_name is not None else None
         if endpoint_name is not None:
             if route is None:
                 raise NotFound(f"Serving endpoint {endpoint_name!r} does not exist.")
             self.ws.authorize(caller, "serving_endpoint", endpoint_name, "CAN_QUERY")
+        try:
+            if (
+                content_length is not None
+                and content_length.isdigit()
+                and int(content_length) > self.max_payload_bytes
+            ):
+                raise PayloadTooLarge(self._too_large())
+            raw = await self._read_body(receive)
+        except PayloadTooLarge as exc:
+            if route is not None:  # on an endpoint: logged like any request (without the body)
+                await self._log_refused(route, caller.name, api, request_id, arrived_ms, started, exc,
+                                        content_length)
+            raise
 
         # From here on the request belongs to an endpoint (or names one in `model`): it is logged.
         payload: Any = None
@@ -448,7 +460,10 @@ class Gateway:
                 trace = None
             elif payload.get("stream") is True:
                 streamed = await self._forward(
-                    route, target, api, request_id, forward, send=send, record=record, started=started
+                    route, target, api, request_id, forward, send=send, record=record, started=started,
+                    return_trace=return_trace,
+                    # The review app's in-process caller has no connection to lose.
+                    receive=None if "agentdeploy.caller" in scope else receive,
                 )
                 if streamed is None:
                     return None
@@ -476,6 +491,42 @@ class Gateway:
         # THE logging hook: the record is kept before the client sees the answer.
         await self.sink.append(record)
         return status, body, extra
+
+    async def _log_refused(
+        self,
+        route: EndpointRoute,
+        requester: str,
+        api: str,
+        request_id: str,
+        arrived_ms: int,
+        started: float,
+        exc: AgentDeployError,
+        content_length: bytes | None,
+    ) -> None:
+        """Log a request refused before its body was read (413): the row notes the size only."""
+        size = int(content_length) if content_length is not None and content_length.isdigit() else None
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        route.refused.observe(exc.status_code, latency_ms)
+        await self.sink.append(
+            InferenceRecord(
+                databricks_request_id=request_id,
+                client_request_id=None,
+                endpoint_name=route.name,
+                endpoint_id=route.id,
+                served_entity_name=None,
+                entity_name=None,
+                entity_version=None,
+                requester=requester,
+                api=api,
+                timestamp_ms=arrived_ms,
+                execution_time_ms=int(latency_ms),
+                status_code=exc.status_code,
+                request=orjson.dumps({"truncated": True, "size_bytes": size}),
+                response=_error_body(exc),
+                trace=None,
+                inference_table=route.inference_table,
+            )
+        )
 
     async def _read_body(self, receive: Any) -> bytes:
         message = await receive()
@@ -518,10 +569,17 @@ class Gateway:
         send: Any = None,
         record: InferenceRecord | None = None,
         started: float = 0.0,
+        return_trace: bool = False,
+        receive: Any = None,
     ) -> tuple[int, bytes, bytes | None] | None:
         """(status, response JSON, trace JSON or None) from the worker, or a domain error. With
         `send` (a `stream: true` request) an event stream from the worker is relayed as it comes
         and None is returned once it has been sent."""
+        wake = self.scale_to_zero
+        if wake is not None:
+            wake.touch(target.worker_key)
+            if wake.needs_wake(target.worker_key):  # scaled to zero: held while it starts, not refused
+                await wake.wake(target.worker_key, timeout_s=route.timeout_s)
         address = self.backend.address(target.worker_key)
         if address is None:
             raise Unavailable(
@@ -547,7 +605,7 @@ class Gateway:
                 status = answer.status
                 if send is not None and status == 200 and answer.content_type == "text/event-stream":
                     assert record is not None
-                    await self._relay_stream(answer, send, target, record, started)
+                    await self._relay_stream(answer, send, target, record, started, return_trace, receive)
                     return None
                 data = await answer.read()
                 length = answer.headers.get(RESPONSE_LENGTH)
@@ -564,6 +622,8 @@ class Gateway:
             ) from None
         finally:
             in_flight[key] -= 1
+            if wake is not None:  # idle time counts from a request's end, not its start
+                wake.touch(key)
         if status == 200 and length is not None:
             n = int(length)
             return 200, data[:n], (data[n:] or None)
@@ -578,9 +638,18 @@ class Gateway:
         target: Target,
         record: InferenceRecord,
         started: float,
+        return_trace: bool = False,
+        receive: Any = None,
     ) -> None:
         """Relay the worker's server-sent events to the client; keep the trace event for the log
-        (it never reaches the client). The record is handed to the sink before the stream ends."""
+        (it reaches the client only with `databricks_options.return_trace`, as a last
+        `event: trace`). The record is handed to the sink before the stream ends; its response is
+        the chunks aggregated into one non-streamed answer (`tables.streams.aggregate_stream`).
+        A client that goes away mid-stream (`receive`: `http.disconnect`) stops the relay and its
+        row is logged with status 499 (client closed request) and what it was sent."""
+        if record.inference_table and not getattr(self.sink, "available", True):  # refuse, not unlogged
+            raise Unavailable("Cannot log this request: the payload spool is not writable; retry shortly.",
+                              retry_after=RETRY_AFTER_S)
         await send(
             {
                 "type": "http.response.start",
@@ -596,6 +665,16 @@ class Gateway:
         chunks: list[bytes] = []
         buffer = b""
         status = 200
+        gone = False
+
+        async def watch_disconnect() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            answer.close()  # ends the upstream read below; the worker cancels the agent's work
+
+        watcher = asyncio.ensure_future(watch_disconnect()) if receive is not None else None
         try:
             async for piece in answer.content.iter_any():
                 buffer += piece
@@ -603,7 +682,8 @@ class Gateway:
                     event, buffer = buffer.split(b"\n\n", 1)
                     if event.startswith(b"event: trace\n"):
                         record.trace = event[len(b"event: trace\ndata: ") :]
-                        continue
+                        if not return_trace:
+                            continue
                     if event.startswith(b"data: "):
                         chunks.append(event[6:])
                     elif event.startswith(b"event: error"):
@@ -624,14 +704,25 @@ class Gateway:
                     "more_body": True,
                 }
             )
-        if record.api == "chat.completions":
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if gone:
+            status = CLIENT_CLOSED_REQUEST
+        elif record.api == "chat.completions":
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
         latency_ms = (time.perf_counter() - started) * 1000.0
         target.metrics.observe(status, latency_ms)
         record.execution_time_ms, record.status_code = int(latency_ms), status
-        record.response = b"[" + b",".join(chunks) + b"]"
+        record.response = aggregate_stream(chunks)
         record.streamed = True
-        await self.sink.append(record)
+        try:
+            await self.sink.append(record)
+        except AgentDeployError as exc:  # the stream was sent: end it with the error, never a 2nd start
+            log.error("request %s: its stream was sent but could not be logged: %s",
+                      record.databricks_request_id, exc.message)
+            await send({"type": "http.response.body", "more_body": True,
+                        "body": b"event: error\ndata: " + _error_body(exc) + b"\n\n"})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

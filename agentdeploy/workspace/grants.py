@@ -16,7 +16,8 @@ Privileges by securable type (anything else is a 400 naming the privilege):
     registered_model  EXECUTE MANAGE ALL_PRIVILEGES
     connection        USE_CONNECTION MANAGE ALL_PRIVILEGES
     sql_warehouse     CAN_VIEW < CAN_USE < CAN_MANAGE
-    serving_endpoint  CAN_VIEW < CAN_QUERY < CAN_MANAGE
+    serving_endpoint  CAN_VIEW < CAN_QUERY < CAN_REVIEW < CAN_MANAGE   (CAN_REVIEW: the review app's
+                      reviewers, who see and rate everyone's requests)
     vector_search_index CAN_VIEW < CAN_USE < CAN_MANAGE
     genie_space       CAN_VIEW < CAN_RUN < CAN_EDIT < CAN_MANAGE
     secret_scope      READ < WRITE < MANAGE
@@ -115,7 +116,7 @@ APPLICABLE: dict[str, frozenset[str]] = {
 # Object permission levels, lowest first: each level satisfies every level before it.
 LEVELS: dict[str, tuple[str, ...]] = {
     "sql_warehouse": ("CAN_VIEW", "CAN_USE", "CAN_MANAGE"),
-    "serving_endpoint": ("CAN_VIEW", "CAN_QUERY", "CAN_MANAGE"),
+    "serving_endpoint": ("CAN_VIEW", "CAN_QUERY", "CAN_REVIEW", "CAN_MANAGE"),
     "vector_search_index": ("CAN_VIEW", "CAN_USE", "CAN_MANAGE"),
     "genie_space": ("CAN_VIEW", "CAN_RUN", "CAN_EDIT", "CAN_MANAGE"),
     "secret_scope": ("READ", "WRITE", "MANAGE"),

@@ -29,7 +29,6 @@ from deltalake import DeltaTable, write_deltalake
 
 from agentdeploy.tables.formatting import ASSESSMENT_LOGS_SCHEMA, REQUEST_LOGS_SCHEMA
 from agentdeploy.tables.payload import PayloadRecord, build_record, records_to_arrow
-from agentdeploy.tables.payload_writer import ensure_payload_table
 from tests.flows.conftest import MlflowTracking, PrefectServer
 from tests.harness import REPO, ServerProcess
 
@@ -127,7 +126,7 @@ def workspace(
 
 
 def make_endpoint(admin: httpx.Client, server: ServerProcess) -> Endpoint:
-    """An endpoint with inference tables on, in a schema of its own, and its registered payload table."""
+    """An endpoint with inference tables on, in a schema of its own (its payload table registered)."""
     suffix = uuid.uuid4().hex[:8]
     endpoint = Endpoint(
         name=f"agents_bot_{suffix}", schema=f"s_{suffix}", prefix=f"bot_{suffix}", block="agentdeploy-admin"
@@ -149,18 +148,8 @@ def make_endpoint(admin: httpx.Client, server: ServerProcess) -> Endpoint:
         },
     )
     assert response.status_code == 200, response.text
-    table = ensure_payload_table(server.home / "warehouse", endpoint.payload)
-    response = admin.post(
-        f"{UC}/tables",
-        json={
-            "name": f"{endpoint.prefix}_payload",
-            "catalog_name": CATALOG,
-            "schema_name": endpoint.schema,
-            "storage_location": table.table_uri,
-            "table_type": "MANAGED",
-            "data_source_format": "DELTA",
-        },
-    )
+    # Enabling inference tables creates and registers the payload table (serving/api.py).
+    response = admin.get(f"{UC}/tables/{endpoint.payload}")
     assert response.status_code == 200, response.text
     return endpoint
 

@@ -1,0 +1,120 @@
+"""Durability cycles: 200 concurrent requests, kill -9 of the server mid-load, restart, check.
+
+    .venv/bin/python bench/durability_cycles.py [--cycles 20] [--requests 200] [--kill-after 60]
+
+The same cycle as tests/serving/test_durability.py, many more times: after each restart every
+request whose response a client received must have exactly one row in the payload table
+(matched by `x-request-id`). Starts its own MLflow tracking server (the echo test agent) and an
+agentdeploy server with its own home. Prints and writes bench/results/durability_cycles.json:
+cycles run, responses received, rows checked, rows missing and duplicated (both must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.harness import free_port, wait_http  # noqa: E402
+from tests.serving.conftest import MlflowServer, register_test_models, start_serving_server  # noqa: E402
+from tests.serving.test_durability import Durable, _load, setup_endpoint, wait_ready  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "durability_cycles.json"
+
+
+def main() -> None:
+    import asyncio
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--kill-after", type=int, default=60, help="responses received before the kill")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="agentdeploy-bench-durable-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AGENTDEPLOY_"))}
+    port = free_port()
+    mlflow = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(tmp / "artifacts"),
+            "--workers",
+            "1",
+            "--allowed-hosts",
+            f"127.0.0.1,127.0.0.1:{port},localhost,localhost:{port}",
+        ],
+        stdout=open(tmp / "mlflow.log", "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=tmp,
+        env=env,
+    )
+    server = None
+    totals = {"cycles": 0, "responses_received": 0, "rows_checked": 0, "missing": 0, "duplicated": 0}
+    started = time.monotonic()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=180, proc=mlflow)
+        print("registering the echo agent ...", flush=True)
+        register_test_models(f"http://127.0.0.1:{port}")
+        server = start_serving_server(tmp / "home", MlflowServer(f"http://127.0.0.1:{port}", port, None))
+        setup_endpoint(server)
+        durable = Durable(server)
+        for cycle in range(args.cycles):
+            received = asyncio.run(_load(server, args.requests, args.kill_after))
+            assert server.proc is not None
+            server.proc.wait(timeout=30)
+            server.proc = None
+            server.start()
+            durable.received |= received
+            counts = durable.wait_rows(durable.received)
+            missing = len(durable.received - counts.keys())
+            duplicated = sum(1 for v in counts.values() if v != 1)
+            totals["cycles"] += 1
+            totals["responses_received"] += len(received)
+            totals["rows_checked"] = len(durable.received)
+            totals["missing"] = missing
+            totals["duplicated"] = duplicated
+            print(
+                f"cycle {cycle + 1}/{args.cycles}: {len(received)} responses before the kill; "
+                f"{len(durable.received)} checked, {missing} missing, {duplicated} duplicated",
+                flush=True,
+            )
+            if missing or duplicated:
+                break
+            wait_ready(server)
+    finally:
+        if server is not None:
+            server.stop()
+        os.killpg(mlflow.pid, signal.SIGTERM)
+        mlflow.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    totals["seconds"] = round(time.monotonic() - started, 1)
+    totals["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(json.dumps(totals, indent=2))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(totals, indent=2) + "\n")
+    if totals["missing"] or totals["duplicated"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
