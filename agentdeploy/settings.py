@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     spool_sync: Literal["background", "always"] = "background"
     spool_sync_interval_ms: int = 20
     scale_to_zero_idle_s: float = 1800.0
+    # One interpreter kept ready with mlflow imported, for the next worker start (cold starts).
+    worker_spare: bool = True
     # TLS for reviewers on other machines.
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None

@@ -229,6 +229,11 @@ def prefect_server(settings: Settings) -> Service:
     )
 
 
+# MLflow 3's server starts a job runner and seven Huey consumer processes by default (about 250 MB
+# each, for GenAI evaluation jobs agentdeploy never submits): off, the server is one process.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def mlflow_server(settings: Settings) -> Service:
     port = settings.mlflow_port
     store = settings.mlflow_dir
@@ -246,7 +251,7 @@ def mlflow_server(settings: Settings) -> Service:
         url=f"http://127.0.0.1:{port}",
         health_url=f"http://127.0.0.1:{port}/health",
         port=port,
-        env={"MLFLOW_CRYPTO_KEK_PASSPHRASE": mlflow_kek_passphrase(settings)},
+        env={"MLFLOW_CRYPTO_KEK_PASSPHRASE": mlflow_kek_passphrase(settings), **MLFLOW_SERVER_ENV},
         port_env="AGENTDEPLOY_MLFLOW_PORT",
     )
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.harness import free_port, wait_http  # noqa: E402
-from tests.serving.conftest import MlflowServer, register_test_models, start_serving_server  # noqa: E402
+from tests.harness import start_mlflow_server, stop_mlflow_server  # noqa: E402
+from tests.serving.conftest import register_test_models, start_serving_server  # noqa: E402
 from tests.serving.test_durability import Durable, _load, setup_endpoint, wait_ready  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "durability_cycles.json"
@@ -42,40 +40,14 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="agentdeploy-bench-durable-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AGENTDEPLOY_"))}
-    port = free_port()
-    mlflow = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp / 'mlflow.db'}",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(tmp / "artifacts"),
-            "--workers",
-            "1",
-            "--allowed-hosts",
-            f"127.0.0.1,127.0.0.1:{port},localhost,localhost:{port}",
-        ],
-        stdout=open(tmp / "mlflow.log", "ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=tmp,
-        env=env,
-    )
+    mlflow = start_mlflow_server(tmp)
     server = None
     totals = {"cycles": 0, "responses_received": 0, "rows_checked": 0, "missing": 0, "duplicated": 0}
     started = time.monotonic()
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=180, proc=mlflow)
         print("registering the echo agent ...", flush=True)
-        register_test_models(f"http://127.0.0.1:{port}")
-        server = start_serving_server(tmp / "home", MlflowServer(f"http://127.0.0.1:{port}", port, None))
+        register_test_models(mlflow.url)
+        server = start_serving_server(tmp / "home", mlflow)
         setup_endpoint(server)
         durable = Durable(server)
         for cycle in range(args.cycles):
@@ -104,8 +76,7 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
-        os.killpg(mlflow.pid, signal.SIGTERM)
-        mlflow.wait(timeout=30)
+        stop_mlflow_server(mlflow)
         shutil.rmtree(tmp, ignore_errors=True)
     totals["seconds"] = round(time.monotonic() - started, 1)
     totals["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -174,40 +173,17 @@ def end_to_end_rate(trace: bytes, rows: int, root: Path) -> dict[str, Any]:
 
 def export_rate(root: Path, traces: int) -> dict[str, Any]:
     """Traces per second into a real MLflow tracking server."""
-    from tests.harness import free_port, wait_http
+    from tests.harness import start_mlflow_server, stop_mlflow_server
 
     store = root / "mlflow"
     store.mkdir()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AGENTDEPLOY_"))}
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(store / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server = start_mlflow_server(store)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=180, proc=proc)
         import mlflow
 
         from agentdeploy.tables.trace_export import EXPORTS_SCHEMA, export_traces
 
-        mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
+        mlflow.set_tracking_uri(server.url)
         request_logs = DeltaTable(str(root / "request_logs"))
         exports = DeltaTable.create(str(root / "exports"), EXPORTS_SCHEMA)
         # Export only the first `traces` rows' worth: a fresh request-log table holding them.
@@ -223,12 +199,7 @@ def export_rate(root: Path, traces: int) -> dict[str, Any]:
             "note": "includes creating the experiment; MLflow's own async exporter, flushed per batch",
         }
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # a loaded machine: do not lose the figures over it
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_mlflow_server(server)
 
 
 def lag(trace: bytes, root: Path, *, duration: float, interval: float, rate: float) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -38,7 +39,13 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.harness import ServerProcess, free_port, wait_http  # noqa: E402
+from tests.harness import (  # noqa: E402
+    ServerProcess,
+    free_port,
+    run_mlflow_script,
+    start_mlflow_server,
+    wait_http,
+)
 
 RESULTS = REPO / "bench" / "results" / "gateway_overhead.json"
 MODEL = "main.agents.responder"
@@ -95,16 +102,15 @@ async def _measure(
     return samples
 
 
-def _worker_port(endpoint_id: str) -> int:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = dict(v.split("=", 1) for v in (entry / "environ").read_text().split("\0") if "=" in v)
-        except OSError:
-            continue
-        if environ.get("AGENTDEPLOY_WORKER_NAME", "").startswith(endpoint_id[:12]):
-            return int(environ["AGENTDEPLOY_WORKER_PORT"])
+def _worker_port(server: ServerProcess, endpoint_id: str) -> int:
+    """The endpoint's worker port, from the line the backend writes to the worker's log when it
+    starts it ("... starting worker for <key> on port <n>")."""
+    from agentdeploy.serving.backends.local import worker_processes
+
+    for key in worker_processes(endpoint_id[:12]).values():
+        starts = re.findall(r"starting worker for \S+ on port (\d+)", (server.home / "logs" / f"{key}.log").read_text())
+        if starts:
+            return int(starts[-1])
     raise RuntimeError("the endpoint's worker process was not found (run as the user that runs the workers)")
 
 
@@ -120,44 +126,12 @@ def main() -> None:
     server: ServerProcess | None = None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AGENTDEPLOY_"))}
     try:
-        mlflow_port = free_port()
-        mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
-        procs.append(
-            subprocess.Popen(
-                [
-                    mlflow_bin,
-                    "server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(mlflow_port),
-                    "--backend-store-uri",
-                    f"sqlite:///{tmp / 'mlflow.db'}",
-                    "--serve-artifacts",
-                    "--artifacts-destination",
-                    str(tmp / "artifacts"),
-                    "--workers",
-                    "1",
-                    "--allowed-hosts",
-                    f"127.0.0.1,127.0.0.1:{mlflow_port},localhost,localhost:{mlflow_port}",
-                ],
-                stdout=open(tmp / "mlflow.log", "ab"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=tmp,
-                env=env,
-            )
-        )
-        tracking = f"http://127.0.0.1:{mlflow_port}"
-        wait_http(f"{tracking}/health", timeout=180, proc=procs[0])
+        mlflow = start_mlflow_server(tmp)
+        assert mlflow.proc is not None
+        procs.append(mlflow.proc)
+        tracking, mlflow_port = mlflow.url, mlflow.port
         print("logging the responder ...", flush=True)
-        subprocess.run(
-            [sys.executable, "-c", "from agentdeploy import examples; examples.log_responder()"],
-            check=True,
-            cwd=REPO,
-            env={**env, "MLFLOW_TRACKING_URI": tracking},
-            capture_output=True,
-        )
+        run_mlflow_script(tracking, "from agentdeploy import examples; examples.log_responder()")
 
         server = ServerProcess(home=tmp / "home", extra_env={"AGENTDEPLOY_MLFLOW_PORT": str(mlflow_port)})
         server.start()
@@ -189,13 +163,13 @@ def main() -> None:
                 time.sleep(0.5)
             if state["state"]["ready"] != "READY":
                 raise RuntimeError(f"endpoint not ready: {state['state']}")
-        worker_port = _worker_port(state["id"])
+        worker_port = _worker_port(server, state["id"])
 
         serve_port = free_port()
         procs.append(
             subprocess.Popen(
                 [
-                    mlflow_bin,
+                    str(Path(sys.executable).with_name("mlflow")),
                     "models",
                     "serve",
                     "-m",

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.gateway_overhead import BODY, MODEL, _measure  # noqa: E402
-from tests.harness import ServerProcess, free_port, wait_http  # noqa: E402
+from tests.harness import (  # noqa: E402
+    MlflowServer,
+    ServerProcess,
+    run_mlflow_script,
+    start_mlflow_server,
+    stop_mlflow_server,
+)
 
 RESULTS = REPO / "bench" / "results" / "logging_overhead.json"
 UC = "/api/2.1/unity-catalog"
@@ -145,45 +150,13 @@ def main() -> None:
 
     uptime_before = _uptime()
     tmp = Path(tempfile.mkdtemp(prefix="agentdeploy-bench-log-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AGENTDEPLOY_"))}
-    mlflow: subprocess.Popen[bytes] | None = None
+    mlflow: MlflowServer | None = None
     servers: list[ServerProcess] = []
     try:
-        port = free_port()
-        mlflow = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("mlflow")),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--backend-store-uri",
-                f"sqlite:///{tmp / 'mlflow.db'}",
-                "--serve-artifacts",
-                "--artifacts-destination",
-                str(tmp / "artifacts"),
-                "--workers",
-                "1",
-                "--allowed-hosts",
-                f"127.0.0.1,127.0.0.1:{port},localhost,localhost:{port}",
-            ],
-            stdout=open(tmp / "mlflow.log", "ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=tmp,
-            env=env,
-        )
-        tracking = f"http://127.0.0.1:{port}"
-        wait_http(f"{tracking}/health", timeout=180, proc=mlflow)
+        mlflow = start_mlflow_server(tmp)
+        port = mlflow.port
         print("logging the responder ...", flush=True)
-        subprocess.run(
-            [sys.executable, "-c", "from agentdeploy import examples; examples.log_responder()"],
-            check=True,
-            cwd=REPO,
-            env={**env, "MLFLOW_TRACKING_URI": tracking},
-            capture_output=True,
-        )
+        run_mlflow_script(mlflow.url, "from agentdeploy import examples; examples.log_responder()")
         background = ServerProcess(home=tmp / "home-a", extra_env={"AGENTDEPLOY_MLFLOW_PORT": str(port)})
         always = ServerProcess(
             home=tmp / "home-b",
@@ -260,8 +233,7 @@ def main() -> None:
         for server in servers:
             server.stop()
         if mlflow is not None:
-            os.killpg(mlflow.pid, signal.SIGTERM)
-            mlflow.wait(timeout=30)
+            stop_mlflow_server(mlflow)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,3 +129,60 @@ def _drop_queued_items(items: queue.Queue[object]) -> None:
             break
         items.task_done()
     items.put_nowait(None)
+
+
+@dataclass
+class MlflowServer:
+    url: str
+    port: int
+    proc: subprocess.Popen[bytes] | None  # None: a server this session reuses, not its own
+
+
+def private_dir(prefix: str) -> Path:
+    # Not tmp_path_factory: concurrent pytest sessions on this machine prune each other's basetemp.
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def start_mlflow_server(store: Path) -> MlflowServer:
+    """`mlflow server` as the stack runs it: sqlite store, served artifacts, one worker, loopback."""
+    from agentdeploy.stack import MLFLOW_SERVER_ENV
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AGENTDEPLOY_"))}
+    env.update(MLFLOW_SERVER_ENV)
+    with open(store / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+             "--port", str(port), "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+             "--serve-artifacts", "--artifacts-destination", str(store / "artifacts"), "--workers", "1",
+             "--allowed-hosts", f"127.0.0.1,127.0.0.1:{port},localhost,localhost:{port}"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(store),
+        )
+    server = MlflowServer(url=f"http://127.0.0.1:{port}", port=port, proc=proc)
+    try:
+        wait_http(f"{server.url}/health", timeout=180, proc=proc)
+    except BaseException:
+        stop_mlflow_server(server)
+        raise
+    return server
+
+
+def stop_mlflow_server(server: MlflowServer) -> None:
+    if server.proc is None or server.proc.poll() is not None:
+        return
+    os.killpg(server.proc.pid, signal.SIGTERM)  # the server and its uvicorn and job-runner children
+    try:
+        server.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+
+
+def run_mlflow_script(tracking_uri: str, script: str) -> None:
+    """Log and register models from code in a child process, so this process keeps no MLflow state."""
+    prelude = (f"import mlflow\nmlflow.set_tracking_uri({tracking_uri!r}); "
+               f"mlflow.set_registry_uri({tracking_uri!r})\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AGENTDEPLOY_"))}
+    done = subprocess.run([sys.executable, "-c", prelude + script], env=env, cwd=str(REPO),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -77,8 +77,9 @@ def down() -> None:
 
 
 def status() -> None:
-    """Each service's URL and health, the last run of each scheduled flow and the inference-log
-    formatting lag; exit code 1 when the stack is not up."""
+    """Each service's URL and health, the last run of each scheduled flow, each served entity's
+    state (scale to zero and its last cold start) and the inference-log formatting lag; exit code 1
+    when the stack is not up."""
     settings = get_settings()
     current = stack.status(settings)
     if not current.running:
@@ -91,7 +92,28 @@ def status() -> None:
     if not current.up:
         raise typer.Exit(1)
     _show_scheduled(settings)
+    _show_serving()
     _show_formatting_lag()
+
+
+def _show_serving() -> None:
+    """Each served entity's state; a scaled-to-zero one says so, with its last cold start."""
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        client = AgentDeployClient.from_environment()
+        for summary in client.get("/api/2.0/serving-endpoints").get("endpoints", []):
+            endpoint = client.get(f"/api/2.0/serving-endpoints/{summary['name']}")
+            for entity in (endpoint.get("config") or {}).get("served_entities", []):
+                state = entity.get("state") or {}
+                rows.append((endpoint["name"], entity["name"], state.get("deployment", "-"),
+                             state.get("deployment_state_message", "")))
+    except AgentDeployError as exc:
+        console.print(f"serving endpoints: unknown ({exc.message})")
+        return
+    if not rows:
+        console.print("serving endpoints: none")
+        return
+    table("serving endpoints", ["endpoint", "served entity", "state", "message"], rows)
 
 
 def _when(iso: str | None) -> str:

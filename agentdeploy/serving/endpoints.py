@@ -694,7 +694,11 @@ def _short(message: str, limit: int = 4000) -> str:
 
 
 def _scaled_to_zero_message(supervisor: Any, key: str) -> str:
-    message = "Scaled to zero (no request for the idle period); the next request starts it and waits."
+    message = {
+        "stopping": "Scaling to zero (no request for the idle period); the next request starts it and waits.",
+        "waking": "Starting after scale to zero; requests wait for it.",
+    }.get(supervisor.phase(key), "Scaled to zero (no request for the idle period); the next request starts it "
+                                 "and waits.")
     last = supervisor.cold_starts.get(key)
     return message + (f" Last cold start: {last:.1f}s." if last is not None else "")
 

@@ -68,6 +68,16 @@ class ScaleToZero:
     def scaled_to_zero(self, name: str) -> bool:
         return name in self._specs and self.backend.health(name).state == EntityState.STOPPED
 
+    def phase(self, name: str) -> str | None:
+        """"stopping" (idle: its worker is being stopped), "stopped" (its worker is gone),
+        "waking" (a request is starting it), or None (running, or not scale-to-zero)."""
+        waking = self._waking.get(name)
+        if waking is not None and not waking.done():
+            return "waking"
+        if name in self._stopping:
+            return "stopping"
+        return "stopped" if self.scaled_to_zero(name) else None
+
     def needs_wake(self, name: str) -> bool:
         """Scaled to zero, or being woken: a request for it should `wake` (and wait)."""
         waking = self._waking.get(name)

@@ -1,6 +1,13 @@
 """A worker: one served entity's MLflow model behind HTTP on loopback.
 
-    python -m agentdeploy.serving.worker
+    python -m agentdeploy.serving.worker            a worker, configured by its environment
+    python -m agentdeploy.serving.worker --spare    a spare: imports first, is told what to be
+
+A spare is how workers start fast: the backend keeps one interpreter that has already imported
+mlflow and the web server (most of a start), waiting on stdin. To become a worker it reads one
+JSON line, `{"log", "uid", "cwd", "env"}`: it sends its output to the log, drops to the uid
+(groups, gid, uid; no way back), moves to cwd and replaces its whole environment with env, then
+runs as any worker. Until then it holds nothing of an entity's.
 
 Configured only by its environment (the backend scrubs everything else away):
 
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 import signal
@@ -426,10 +434,55 @@ def _die_with_parent() -> None:
         sys.exit("the supervising process is gone")
 
 
-def main() -> None:
+def _preload() -> None:
+    """What every worker imports anyway, most of its start-up time."""
+    import mlflow.pyfunc  # noqa: F401
+    import uvicorn  # noqa: F401
+    import uvicorn.loops.uvloop  # noqa: F401
+    import uvicorn.protocols.http.httptools_impl  # noqa: F401
+    from mlflow.pyfunc import ChatAgent, ChatModel, ResponsesAgent  # noqa: F401
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data  # noqa: F401
+
+
+def _become(order: dict[str, Any]) -> None:
+    """Turn this spare into the worker `order` describes (see the module docstring)."""
+    import tempfile
+
+    log_fd = os.open(order["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    uid = order.get("uid")
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    os.chdir(order["cwd"])
+    os.environ.clear()
+    os.environ.update(order["env"])
+    os.environ.update(tracing.SERVING_ENV)  # what mlflow was imported under
+    tempfile.tempdir = None  # chosen again from the new TMPDIR
+
+
+def spare_main() -> None:
     tracing.enable_request_traces()  # before anything imports mlflow
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a worker makes no calls of its own
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     _die_with_parent()
+    _preload()
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        sys.exit(0)  # the backend closed it unused
+    _become(json.loads(line))
+    main()
+
+
+def main() -> None:
+    tracing.enable_request_traces()  # before anything imports mlflow (a spare: already done)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a worker makes no calls of its own
+    _die_with_parent()  # again in a spare: a change of uid clears the parent-death signal
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -462,4 +515,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    spare_main() if sys.argv[1:] == ["--spare"] else main()

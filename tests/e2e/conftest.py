@@ -11,14 +11,17 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from agentdeploy.serving.backends.local import worker_processes
+from agentdeploy.settings import Settings
 from tests.harness import REPO, drain_prefect_workers, free_port
 
-__all__ = ["Stack", "CLI", "MARKER", "stack_logs", "healthy", "worker_pids"]
+__all__ = ["Stack", "LiveStack", "CLI", "MARKER", "stack_logs", "healthy", "worker_pids"]
 
 CLI = str(Path(sys.executable).with_name("agentdeploy"))
 MARKER = "AGENTDEPLOY_STACK_HOME"
@@ -130,20 +133,70 @@ def stack_logs(home: Path, tail: int = 2000) -> str:
 
 
 def worker_pids(server_pid: int) -> set[int]:
-    """Live serving workers started by the stack's agentdeploy server (its children). Workers may
-    run as another uid: their parent pid and command line are readable, their environment not."""
+    """Live serving workers started by the stack's agentdeploy server (its children serving an
+    entity; the spare interpreter it keeps is not one)."""
     found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in worker_processes():
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        if fields[0] != "Z" and int(fields[1]) == server_pid and b"agentdeploy.serving.worker" in cmdline:
-            found.add(int(entry.name))
+        if parent == server_pid:
+            found.add(pid)
     return found
+
+
+TOKEN_LIFETIME_S = 30
+ROTATION_INTERVAL_S = 5  # a run costs seconds of process start-up: keep the gap well under a lifetime
+
+
+class LiveStack(Stack):
+    """The stack test_rotation.py and test_stack.py share: 30 s access tokens, rotation every 5 s."""
+
+    up_output: str = ""  # what `agentdeploy up --detach` printed when it started it
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.update(AGENTDEPLOY_ACCESS_TOKEN_LIFETIME_S=str(TOKEN_LIFETIME_S),
+                   AGENTDEPLOY_ROTATION_INTERVAL_S=str(ROTATION_INTERVAL_S))
+        return env
+
+    def settings(self) -> Settings:
+        return Settings(home=self.home, port=self.port, prefect_port=self.prefect_port,
+                        mlflow_port=self.mlflow_port, runner_port=self.runner_port)
+
+    def admin(self) -> httpx.Client:
+        creds = json.loads((self.home / "credentials").read_text())
+        return httpx.Client(base_url=creds["host"], headers={"Authorization": f"Bearer {creds['token']}"},
+                            timeout=60)
+
+    def prefect(self) -> httpx.Client:
+        user, _, password = (self.home / "keys" / "prefect-api-auth").read_text().strip().partition(":")
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.prefect_port}/api", auth=(user, password),
+                            timeout=30)
+
+    def token_expiry(self, entity: str) -> datetime:
+        """When the token the server holds for `entity` expires (the token itself is not read out)."""
+        body = json.loads((self.home / "agent-credentials" / f"{entity}.json").read_text())
+        return datetime.fromisoformat(body["expires_at"])
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    """One stack started once for test_rotation.py, then test_stack.py (which ends by stopping
+    it): a stack start with a fresh Prefect database costs one to two minutes here."""
+    ports: set[int] = set()
+    while len(ports) < 4:
+        ports.add(free_port())
+    port, prefect_port, mlflow_port, runner_port = sorted(ports)
+    result = LiveStack(tmp_path_factory.mktemp("live-home"), port, prefect_port, mlflow_port, runner_port)
+    started = result.cli("up", "--detach")
+    result.up_output = started.stdout
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr + stack_logs(result.home)
+        yield result
+    finally:
+        result.cli("down")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Credential rotation on the real stack (issue 8), with `agentdeploy quickstart` as the setup.
 
-One stack for the module, started with 30-second access tokens and a 5-second rotation
-schedule. `agentdeploy quickstart` (run twice: the second run must be harmless) creates the demo
+The session's `live_stack` (tests/e2e/conftest.py), started with 30-second access tokens and a
+5-second rotation schedule; test_stack.py's lifecycle checks run on it afterwards and stop it. `agentdeploy quickstart` (run twice: the second run must be harmless) creates the demo
 data, registers and deploys both examples and asks the support bot one question. Then: the support
 bot keeps answering from its table for several token lifetimes while the scheduled rotation swaps
 its token; an OAuth secret rotation makes the old secret useless at once; and a principal deleted
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,16 +19,12 @@ import httpx
 import pytest
 
 from agentdeploy.naming import principal_block_name
-from agentdeploy.settings import Settings
-from tests.e2e.test_stack import Stack, _logs
-from tests.harness import free_port
+from tests.e2e.conftest import TOKEN_LIFETIME_S, LiveStack, stack_logs
 
 # Starting the stack, then two deploys inside quickstart, take a couple of minutes on a busy
 # 2-core machine (each counts against the first test's setup).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-TOKEN_LIFETIME_S = 30
-ROTATION_INTERVAL_S = 5  # a run costs seconds of process start-up: keep the gap well under a lifetime
 RESPONDER = "main.agents.responder"
 SUPPORT_BOT = "main.agents.support_bot"
 SUPPORT_ENDPOINT = "agents_main-agents-support_bot"
@@ -39,56 +34,15 @@ ROTATION = "rotate-credentials/rotate-credentials"
 QUESTION = "How do I deploy an agent?"
 
 
-class RotationStack(Stack):
-    runner_port: int = 0
-
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        env.update(AGENTDEPLOY_RUNNER_PORT=str(self.runner_port),
-                   AGENTDEPLOY_ACCESS_TOKEN_LIFETIME_S=str(TOKEN_LIFETIME_S),
-                   AGENTDEPLOY_ROTATION_INTERVAL_S=str(ROTATION_INTERVAL_S))
-        return env
-
-    def settings(self) -> Settings:
-        return Settings(home=self.home, port=self.port, prefect_port=self.prefect_port,
-                        mlflow_port=self.mlflow_port, runner_port=self.runner_port)
-
-    def admin(self) -> httpx.Client:
-        creds = json.loads((self.home / "credentials").read_text())
-        return httpx.Client(base_url=creds["host"], headers={"Authorization": f"Bearer {creds['token']}"},
-                            timeout=60)
-
-    def prefect(self) -> httpx.Client:
-        user, _, password = (self.home / "keys" / "prefect-api-auth").read_text().strip().partition(":")
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.prefect_port}/api", auth=(user, password),
-                            timeout=30)
-
-    def token_expiry(self, entity: str) -> datetime:
-        """When the token the server holds for `entity` expires (the token itself is not read out)."""
-        body = json.loads((self.home / "agent-credentials" / f"{entity}.json").read_text())
-        return datetime.fromisoformat(body["expires_at"])
+@pytest.fixture(scope="module")
+def stack(live_stack: LiveStack) -> LiveStack:
+    return live_stack
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotationStack]:
-    ports: set[int] = set()
-    while len(ports) < 4:
-        ports.add(free_port())
-    port, prefect_port, mlflow_port, runner_port = sorted(ports)
-    result = RotationStack(tmp_path_factory.mktemp("rotation-home"), port, prefect_port, mlflow_port)
-    result.runner_port = runner_port
-    started = result.cli("up", "--detach")
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr + _logs(result.home)
-        yield result
-    finally:
-        result.cli("down")
-
-
-@pytest.fixture(scope="module")
-def quickstarted(stack: RotationStack) -> tuple[str, str]:
+def quickstarted(stack: LiveStack) -> tuple[str, str]:
     first = stack.cli("quickstart", timeout=900)
-    assert first.returncode == 0, first.stdout + first.stderr + _logs(stack.home)
+    assert first.returncode == 0, first.stdout + first.stderr + stack_logs(stack.home)
     second = stack.cli("quickstart", timeout=300)
     assert second.returncode == 0, second.stdout + second.stderr
     return first.stdout, second.stdout
@@ -108,7 +62,7 @@ def _answered_from_faq(reply: httpx.Response) -> bool:
     return reply.status_code == 200 and any(s.startswith("main.docs.faq") for s in _sources(reply.json()))
 
 
-def _rotation_runs(stack: RotationStack, since: datetime) -> list[dict[str, Any]]:
+def _rotation_runs(stack: LiveStack, since: datetime) -> list[dict[str, Any]]:
     """Final runs of the rotation deployment that started after `since`, oldest first."""
     with stack.prefect() as prefect:
         deployment = prefect.get(f"/deployments/name/{ROTATION}").json()
@@ -120,7 +74,7 @@ def _rotation_runs(stack: RotationStack, since: datetime) -> list[dict[str, Any]
     return list(runs)
 
 
-def test_quickstart_deploys_both_examples_and_answers_twice(stack: RotationStack,
+def test_quickstart_deploys_both_examples_and_answers_twice(stack: LiveStack,
                                                             quickstarted: tuple[str, str]) -> None:
     first, second = quickstarted
     for out in (first, second):
@@ -138,7 +92,7 @@ def test_quickstart_deploys_both_examples_and_answers_twice(stack: RotationStack
     assert token not in first + second
 
 
-def test_agent_keeps_answering_while_its_token_rotates(stack: RotationStack,
+def test_agent_keeps_answering_while_its_token_rotates(stack: LiveStack,
                                                        quickstarted: tuple[str, str]) -> None:
     started = datetime.now(UTC)
     seen = [(started, stack.token_expiry(SUPPORT_ENTITY))]  # (when observed, expiry)
@@ -169,7 +123,7 @@ def test_agent_keeps_answering_while_its_token_rotates(stack: RotationStack,
     assert len(completed) >= 3, [(r["name"], r["state_type"]) for r in runs]
 
 
-def _load_secret(stack: RotationStack, application_id: str) -> Any:
+def _load_secret(stack: LiveStack, application_id: str) -> Any:
     from agentdeploy.orchestration import prefect_settings
     from blocks.principal_secret import PrincipalSecret
 
@@ -177,13 +131,13 @@ def _load_secret(stack: RotationStack, application_id: str) -> Any:
         return PrincipalSecret.load(principal_block_name(application_id))
 
 
-def _principal(stack: RotationStack, entity: str) -> dict[str, Any]:
+def _principal(stack: LiveStack, entity: str) -> dict[str, Any]:
     with stack.admin() as admin:
         principals = admin.get("/api/2.0/agents/principals").json()["principals"]
     return next(p for p in principals if p["served_entity_name"] == entity)
 
 
-def _run_rotation(stack: RotationStack, parameters: dict[str, Any]) -> Any:
+def _run_rotation(stack: LiveStack, parameters: dict[str, Any]) -> Any:
     """Run the deployment by hand; a run that collides with a scheduled one is cancelled at once
     (one rotation at a time), so try again."""
     from agentdeploy.orchestration import run_flow_deployment
@@ -196,7 +150,7 @@ def _run_rotation(stack: RotationStack, parameters: dict[str, Any]) -> Any:
     pytest.fail("every hand-started rotation run was cancelled")
 
 
-def _artifact_of(stack: RotationStack, flow_run_id: str) -> str:
+def _artifact_of(stack: LiveStack, flow_run_id: str) -> str:
     with stack.prefect() as prefect:
         found = prefect.post("/artifacts/filter", json={
             "artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]},
@@ -205,7 +159,7 @@ def _artifact_of(stack: RotationStack, flow_run_id: str) -> str:
     return str(found[0]["data"])
 
 
-def test_secret_rotation_makes_the_old_secret_useless(stack: RotationStack,
+def test_secret_rotation_makes_the_old_secret_useless(stack: LiveStack,
                                                       quickstarted: tuple[str, str]) -> None:
     principal = _principal(stack, SUPPORT_ENTITY)
     old = _load_secret(stack, principal["application_id"])
@@ -233,7 +187,7 @@ def test_secret_rotation_makes_the_old_secret_useless(stack: RotationStack,
     assert _answered_from_faq(reply), reply.text
 
 
-def test_deleted_principal_fails_its_own_rotation_only(stack: RotationStack,
+def test_deleted_principal_fails_its_own_rotation_only(stack: LiveStack,
                                                        quickstarted: tuple[str, str]) -> None:
     responder = _principal(stack, RESPONDER_ENTITY)
     support = _principal(stack, SUPPORT_ENTITY)
@@ -247,7 +201,7 @@ def test_deleted_principal_fails_its_own_rotation_only(stack: RotationStack,
     deadline = time.monotonic() + 120
     while not (runs := _rotation_runs(stack, deleted_at)) and time.monotonic() < deadline:
         time.sleep(1)
-    assert runs, f"no rotation run after the deletion:\n{_logs(stack.home)}"
+    assert runs, f"no rotation run after the deletion:\n{stack_logs(stack.home)}"
     run = runs[0]
     assert run["state_type"] == "FAILED", run["state"]
     assert RESPONDER_ENTITY in (run["state"]["message"] or "")
@@ -277,3 +231,5 @@ def test_deleted_principal_fails_its_own_rotation_only(stack: RotationStack,
     shown = stack.cli("status")
     line = next((line for line in shown.stdout.splitlines() if "rotate-credentials" in line), "")
     assert "Failed" in line or "Running" in line, shown.stdout
+    # Each served entity's state (a scaled-to-zero one would say so, with its last cold start).
+    assert "serving endpoints" in shown.stdout and "DEPLOYMENT_READY" in shown.stdout, shown.stdout

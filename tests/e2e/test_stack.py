@@ -1,5 +1,7 @@
 """The local stack end to end: `agentdeploy up --detach | up | status | down`, and a foreground
-`up` stopped with SIGTERM. One home for the module: the second test starts on a warm database."""
+`up` stopped with SIGTERM. On the session's `live_stack` (tests/e2e/conftest.py), after
+test_rotation.py has used it: the first test ends with `down`, the second starts the same home
+again (a warm database) in the foreground."""
 
 from __future__ import annotations
 
@@ -9,89 +11,16 @@ import signal
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.harness import REPO, free_port
+from tests.e2e.conftest import CLI, LiveStack, Stack, healthy, stack_logs
+from tests.harness import REPO
 
 pytestmark = pytest.mark.slow
-
-CLI = str(Path(sys.executable).with_name("agentdeploy"))
-MARKER = "AGENTDEPLOY_STACK_HOME"
-
-
-@dataclass
-class Stack:
-    home: Path
-    port: int
-    prefect_port: int
-    mlflow_port: int
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AGENTDEPLOY_", "PREFECT_", "MLFLOW_"))}
-        env.update(AGENTDEPLOY_HOME=str(self.home), AGENTDEPLOY_PORT=str(self.port),
-                   AGENTDEPLOY_PREFECT_PORT=str(self.prefect_port),
-                   AGENTDEPLOY_MLFLOW_PORT=str(self.mlflow_port), COLUMNS="200")
-        return env
-
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([CLI, *args], env=self.env(), cwd=REPO, capture_output=True, text=True,
-                              timeout=timeout)
-
-    def recorded_pids(self) -> dict[str, int]:
-        state = json.loads((self.home / "run" / "stack.json").read_text())
-        pids = {name: info["pid"] for name, info in state["services"].items() if info["pid"]}
-        return {"supervisor": state["pid"], **pids}
-
-    def processes(self) -> list[str]:
-        """Live processes started for this home: the stack's marker in their environment, or
-        the home path on their command line."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes().split(b"\0")
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            marked = f"{MARKER}={self.home}".encode() in environ
-            if state != "Z" and (marked or str(self.home).encode() in cmdline):
-                found.append(f"{entry.name}: {cmdline.decode(errors='replace')[:200]}")
-        return found
-
-    def wait_healthy(self, timeout: float = 240) -> None:
-        urls = [f"http://127.0.0.1:{self.port}/api/health", f"http://127.0.0.1:{self.prefect_port}/api/health",
-                f"http://127.0.0.1:{self.mlflow_port}/health"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state_file = self.home / "run" / "stack.json"
-            if state_file.exists() and json.loads(state_file.read_text()).get("state") == "up":
-                if all(_ok(url) for url in urls):
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"stack not healthy; log:\n{_logs(self.home)}")
-
-
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _logs(home: Path) -> str:
-    logs = sorted((home / "logs").glob("*.log"))
-    return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in logs)
-
 
 def _alive(pid: int) -> bool:
     try:
@@ -105,29 +34,21 @@ def _mode(path: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    ports = set()
-    while len(ports) < 3:
-        ports.add(free_port())
-    port, prefect_port, mlflow_port = sorted(ports)
-    result = Stack(tmp_path_factory.mktemp("stack-home"), port, prefect_port, mlflow_port)
-    yield result
-    result.cli("down")  # whatever a failed test left running
+def stack(live_stack: LiveStack) -> LiveStack:
+    return live_stack
 
 
 def _prefect_api(stack: Stack, auth: tuple[str, str] | None) -> httpx.Client:
     return httpx.Client(base_url=f"http://127.0.0.1:{stack.prefect_port}/api", auth=auth, timeout=30)
 
 
-def test_detached_stack_up_status_secrets_restart_down(stack: Stack) -> None:
-    started = stack.cli("up", "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr + _logs(stack.home)
+def test_detached_stack_up_status_secrets_restart_down(stack: LiveStack) -> None:
     for url in (f"http://127.0.0.1:{stack.port}", f"http://127.0.0.1:{stack.prefect_port}",
                 f"http://127.0.0.1:{stack.mlflow_port}"):
-        assert url in started.stdout
+        assert url in stack.up_output
     for url in (f"http://127.0.0.1:{stack.port}/api/health", f"http://127.0.0.1:{stack.prefect_port}/api/health",
                 f"http://127.0.0.1:{stack.mlflow_port}/health"):
-        assert _ok(url), url
+        assert healthy(url), url
 
     # Files: credentials and every key 0600, the credentials name this stack's server.
     credentials = stack.home / "credentials"
@@ -208,11 +129,11 @@ def test_detached_stack_up_status_secrets_restart_down(stack: Stack) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         now = stack.recorded_pids().get("server")
-        if now and now != old_server and _ok(f"http://127.0.0.1:{stack.port}/api/health"):
+        if now and now != old_server and healthy(f"http://127.0.0.1:{stack.port}/api/health"):
             break
         time.sleep(0.2)
     else:
-        pytest.fail(f"the agentdeploy server was not restarted:\n{_logs(stack.home)}")
+        pytest.fail(f"the agentdeploy server was not restarted:\n{stack_logs(stack.home)}")
 
     # quickstart shows the way in without the token.
     guide = stack.cli("quickstart")
@@ -231,7 +152,7 @@ def test_detached_stack_up_status_secrets_restart_down(stack: Stack) -> None:
     assert after.returncode == 1 and "not up" in after.stdout
 
 
-def test_foreground_up_stops_every_child_on_sigterm(stack: Stack) -> None:
+def test_foreground_up_stops_every_child_on_sigterm(stack: LiveStack) -> None:
     log = open(stack.home / "logs" / "foreground-test.log", "wb")  # noqa: SIM115
     up = subprocess.Popen([CLI, "up"], env=stack.env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                           start_new_session=True)

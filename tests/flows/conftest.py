@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import drain_prefect_workers, free_port, wait_http
+from tests.harness import MlflowServer, drain_prefect_workers, free_port, wait_http
 
-__all__ = ["PrefectServer", "MlflowTracking", "prefect_server", "mlflow_tracking"]
+__all__ = ["PrefectServer", "prefect_server", "mlflow_tracking"]
 
 
 @dataclass
@@ -122,52 +122,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         log.close()
 
 
-@dataclass
-class MlflowTracking:
-    url: str
-    proc: subprocess.Popen[bytes]
-
-
 @pytest.fixture(scope="session")
-def mlflow_tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowTracking]:
-    """An MLflow tracking server (sqlite store, served artifacts), as the stack runs it."""
-    store = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    log = open(store / "server.log", "ab")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AGENTDEPLOY_"))}
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(store / "artifacts"),
-            "--workers",
-            "1",
-            "--allowed-hosts",
-            f"127.0.0.1,127.0.0.1:{port},localhost,localhost:{port}",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=str(store),
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=180, proc=proc)
-        yield MlflowTracking(url=f"http://127.0.0.1:{port}", proc=proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+def mlflow_tracking(mlflow_server: MlflowServer) -> MlflowServer:
+    """The session's MLflow tracking server (tests/conftest.py): the flows export traces to it."""
+    return mlflow_server

@@ -29,8 +29,8 @@ from deltalake import DeltaTable, write_deltalake
 
 from agentdeploy.tables.formatting import ASSESSMENT_LOGS_SCHEMA, REQUEST_LOGS_SCHEMA
 from agentdeploy.tables.payload import PayloadRecord, build_record, records_to_arrow
-from tests.flows.conftest import MlflowTracking, PrefectServer
-from tests.harness import REPO, ServerProcess
+from tests.flows.conftest import PrefectServer
+from tests.harness import REPO, MlflowServer, ServerProcess
 
 UC = "/api/2.1/unity-catalog"
 CATALOG = "flows_cat"
@@ -110,7 +110,7 @@ def workspace(
     trace_capture: subprocess.Popen[str],
     server: ServerProcess,
     prefect_server: PrefectServer,
-    mlflow_tracking: MlflowTracking,
+    mlflow_tracking: MlflowServer,
 ) -> Iterator[httpx.Client]:
     """The admin's client, the admin's WorkspaceCredentials block, MLflow pointed at the server."""
     import mlflow
@@ -292,7 +292,7 @@ def counts(server: ServerProcess, endpoint: Endpoint) -> tuple[int, int]:
     )
 
 
-def run_flow(endpoint: Endpoint, tracking: MlflowTracking, **params: Any) -> list[dict[str, Any]]:
+def run_flow(endpoint: Endpoint, tracking: MlflowServer, **params: Any) -> list[dict[str, Any]]:
     from flows.format_inference_logs import format_inference_logs
 
     return format_inference_logs(endpoint_name=endpoint.name, mlflow_tracking_uri=tracking.url, **params)
@@ -301,7 +301,7 @@ def run_flow(endpoint: Endpoint, tracking: MlflowTracking, **params: Any) -> lis
 def test_every_shape_becomes_rows_of_the_seed_columns_readable_with_polars_and_sql(
     server: ServerProcess,
     workspace: httpx.Client,
-    mlflow_tracking: MlflowTracking,
+    mlflow_tracking: MlflowServer,
     traces: list[dict[str, Any]],
 ) -> None:
     endpoint = make_endpoint(workspace, server)
@@ -375,7 +375,7 @@ def test_every_shape_becomes_rows_of_the_seed_columns_readable_with_polars_and_s
 def test_a_second_run_adds_nothing_and_new_rows_are_added_once(
     server: ServerProcess,
     workspace: httpx.Client,
-    mlflow_tracking: MlflowTracking,
+    mlflow_tracking: MlflowServer,
     traces: list[dict[str, Any]],
 ) -> None:
     endpoint = make_endpoint(workspace, server)
@@ -404,7 +404,7 @@ format_increment(DeltaTable(payload), DeltaTable(request_logs), DeltaTable(asses
 def test_a_run_killed_half_way_and_run_again_adds_nothing_twice(
     server: ServerProcess,
     workspace: httpx.Client,
-    mlflow_tracking: MlflowTracking,
+    mlflow_tracking: MlflowServer,
     traces: list[dict[str, Any]],
 ) -> None:
     endpoint = make_endpoint(workspace, server)
@@ -450,7 +450,7 @@ def test_a_run_killed_half_way_and_run_again_adds_nothing_twice(
 def test_a_formatted_trace_is_in_the_agents_experiment_with_the_reviewers_rating(
     server: ServerProcess,
     workspace: httpx.Client,
-    mlflow_tracking: MlflowTracking,
+    mlflow_tracking: MlflowServer,
     traces: list[dict[str, Any]],
     tmp_path: Path,
 ) -> None:
@@ -528,7 +528,7 @@ def test_logs_format_command_runs_the_served_deployment(
     server: ServerProcess,
     prefect_server: PrefectServer,
     workspace: httpx.Client,
-    mlflow_tracking: MlflowTracking,
+    mlflow_tracking: MlflowServer,
     traces: list[dict[str, Any]],
     tmp_path: Path,
 ) -> None:

@@ -6,10 +6,7 @@ a deployment record, and three service principals: a querier (CAN_QUERY), a revi
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import REPO, ServerProcess
-from tests.serving.conftest import MlflowServer, Principal, _private_dir, create_principal, wait_endpoint
+from tests.harness import MlflowServer, ServerProcess, private_dir, run_mlflow_script
+from tests.serving.conftest import Principal, create_principal, wait_endpoint
 
 HERE = Path(__file__).resolve().parent
 AGENT_MODEL = "main.tests.review_agent"
@@ -26,10 +23,11 @@ FEEDBACK_MODEL = "main.tests.feedback"
 ENDPOINT = "review-ep"
 
 
-def _register(tracking_uri: str) -> None:
-    script = f"""
-import mlflow
-mlflow.set_tracking_uri({tracking_uri!r}); mlflow.set_registry_uri({tracking_uri!r})
+@pytest.fixture(scope="session")
+def review_mlflow(mlflow_server: MlflowServer) -> MlflowServer:
+    """The session's tracking server (tests/conftest.py), holding the review agent and the feedback model."""
+    if mlflow_server.proc is not None:  # a reused server holds them already
+        run_mlflow_script(mlflow_server.url, f"""
 mlflow.set_experiment("review-tests")
 with mlflow.start_run():
     mlflow.pyfunc.log_model(name="agent", python_model={str(HERE / "review_agent.py")!r},
@@ -37,57 +35,8 @@ with mlflow.start_run():
 from agentdeploy.serving.feedback import log_feedback_model
 with mlflow.start_run():
     log_feedback_model({FEEDBACK_MODEL!r})
-"""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AGENTDEPLOY_"))}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=str(REPO), capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-@pytest.fixture(scope="session")
-def review_mlflow() -> Iterator[MlflowServer]:
-    from tests.harness import free_port, wait_http
-
-    reuse = os.environ.get("REVIEW_TESTS_MLFLOW_PORT")  # quick re-runs: a server already holding them
-    if reuse:
-        yield MlflowServer(url=f"http://127.0.0.1:{reuse}", port=int(reuse), proc=None)
-        return
-    store = _private_dir("agentdeploy-review-mlflow-")
-    port = free_port()
-    log = open(store / "server.log", "ab")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(store / "artifacts"),
-            "--workers",
-            "1",
-            "--allowed-hosts",
-            f"127.0.0.1,127.0.0.1:{port},localhost,localhost:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=str(store),
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=180, proc=proc)
-        server = MlflowServer(url=f"http://127.0.0.1:{port}", port=port, proc=proc)
-        _register(server.url)
-        yield server
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-        shutil.rmtree(store, ignore_errors=True)
+""")
+    return mlflow_server
 
 
 @dataclass
@@ -151,7 +100,7 @@ def endpoint_body(name: str, *, scale_to_zero: bool = False) -> dict[str, object
 
 @pytest.fixture(scope="session")
 def review_stack(review_mlflow: MlflowServer) -> Iterator[ReviewStack]:
-    parent = _private_dir("agentdeploy-review-")
+    parent = private_dir("agentdeploy-review-")
     server = ServerProcess(
         home=parent / "home",
         extra_env={

@@ -184,6 +184,16 @@ def test_sign_in_ask_stream_documents_and_rate(browser: Any, review_stack: Revie
             "step_id": body["retrieval_assessments"][0].get("step_id"),
         }
     ]
+    # Formatted (the rows the format-inference-logs flow appends), they are assessment-log rows.
+    from agentdeploy.tables.formatting import format_assessment_logs
+
+    logged = [r for r in format_assessment_logs(DeltaTable(str(table)).to_pyarrow_table()).to_pylist()
+              if r["request_id"] == body["request_id"]]
+    text = next(r["text_assessment"] for r in logged if r["text_assessment"])
+    assert dict(text["ratings"])["answer_correct"]["value"] == "positive"
+    assert text["free_text_comment"] == "Right, and short."
+    retrieval = next(r["retrieval_assessment"] for r in logged if r["retrieval_assessment"])
+    assert retrieval["position"] == 0 and dict(retrieval["ratings"])["groundedness"]["value"] == "positive"
     page.context.close()
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
+from agentdeploy.serving.backends.local import worker_processes
 from tests.review.conftest import ReviewStack, endpoint_body
 from tests.serving.conftest import wait_endpoint
 
@@ -19,20 +19,8 @@ IDLE_S = 3.0  # AGENTDEPLOY_SCALE_TO_ZERO_IDLE_S of the review stack
 
 
 def worker_pids(endpoint_id: str) -> set[int]:
-    """Worker processes of the endpoint (their AGENTDEPLOY_WORKER_NAME starts with its id)."""
-    found = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if b"agentdeploy.serving.worker" not in (proc / "cmdline").read_bytes():
-                continue
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(e.startswith(b"AGENTDEPLOY_WORKER_NAME=" + endpoint_id[:12].encode()) for e in environ):
-            found.add(int(proc.name))
-    return found
+    """Worker processes of the endpoint (their entity key starts with its id)."""
+    return set(worker_processes(endpoint_id[:12]))
 
 
 def agent_state(admin: httpx.Client) -> dict[str, str]:

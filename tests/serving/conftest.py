@@ -3,18 +3,14 @@
 Endpoints and gateway (test_endpoints_api.py, test_gateway.py): one MLflow tracking server
 holding the example `responder` and a test agent `main.tests.echo` (two versions), and one
 agentdeploy server (real gateway, real local-process backend) pointed at it. Set
-SERVING_TESTS_MLFLOW_PORT to reuse a tracking server that already holds them (quick re-runs).
+TESTS_MLFLOW_PORT to reuse a tracking server that already holds them (quick re-runs).
 
 Worker and backend fixtures live in worker_fixtures.py (imported below).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import REPO, ServerProcess, free_port, wait_http
+from tests.harness import MlflowServer, ServerProcess, private_dir, run_mlflow_script
 from tests.serving.worker_fixtures import (  # noqa: F401
     backend,
     loop_thread,
@@ -39,19 +35,9 @@ ECHO_MODEL = "main.tests.echo"
 RESPONDER_MODEL = "main.agents.responder"
 
 
-@dataclass
-class MlflowServer:
-    url: str
-    port: int
-    proc: subprocess.Popen[bytes] | None
-
-
 def register_test_models(tracking_uri: str) -> None:
-    """The example responder (version 1) and echo versions 1 and 2 (tags v1 / v2), logged from
-    code in a child process (so this process keeps no MLflow state)."""
-    script = f"""
-import mlflow
-mlflow.set_tracking_uri({tracking_uri!r}); mlflow.set_registry_uri({tracking_uri!r})
+    """The example responder (version 1) and echo versions 1 and 2 (tags v1 / v2)."""
+    run_mlflow_script(tracking_uri, f"""
 mlflow.set_experiment("serving-tests")
 from agentdeploy import examples
 examples.log_responder()
@@ -60,60 +46,15 @@ for tag in ("v1", "v2"):
         mlflow.pyfunc.log_model(name="model", python_model={str(HERE / "echo_chat.py")!r},
                                 model_config={{"tag": tag}}, registered_model_name={ECHO_MODEL!r},
                                 pip_requirements=["mlflow==3.17.2"])
-"""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AGENTDEPLOY_"))}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=str(REPO), capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def _private_dir(prefix: str) -> Path:
-    # Not tmp_path_factory: concurrent pytest sessions on this machine prune each other's basetemp.
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+""")
 
 
 @pytest.fixture(scope="session")
-def mlflow_server() -> Iterator[MlflowServer]:
-    reuse = os.environ.get("SERVING_TESTS_MLFLOW_PORT")
-    if reuse:
-        yield MlflowServer(url=f"http://127.0.0.1:{reuse}", port=int(reuse), proc=None)
-        return
-    store = _private_dir("agentdeploy-gw-mlflow-")
-    port = free_port()
-    log = open(store / "server.log", "ab")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(store / "artifacts"),
-            "--workers",
-            "1",
-            "--allowed-hosts",
-            f"127.0.0.1,127.0.0.1:{port},localhost,localhost:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=str(store),
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=180, proc=proc)
-        server = MlflowServer(url=f"http://127.0.0.1:{port}", port=port, proc=proc)
-        register_test_models(server.url)
-        yield server
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-        shutil.rmtree(store, ignore_errors=True)
+def mlflow_server(mlflow_server: MlflowServer) -> MlflowServer:
+    """The session's tracking server (tests/conftest.py), holding the serving tests' models."""
+    if mlflow_server.proc is not None:  # a reused server holds them already
+        register_test_models(mlflow_server.url)
+    return mlflow_server
 
 
 def start_serving_server(home: Path, mlflow: MlflowServer, **env: str) -> ServerProcess:
@@ -125,7 +66,7 @@ def start_serving_server(home: Path, mlflow: MlflowServer, **env: str) -> Server
 @pytest.fixture(scope="session")
 def serving_server(mlflow_server: MlflowServer) -> Iterator[ServerProcess]:
     """An agentdeploy server with a short endpoint timeout (3 s) and a small payload limit (256 KiB)."""
-    parent = _private_dir("agentdeploy-gw-")
+    parent = private_dir("agentdeploy-gw-")
     server = start_serving_server(
         parent / "home",
         mlflow_server,

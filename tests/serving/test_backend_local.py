@@ -14,7 +14,7 @@ import pytest
 
 from agentdeploy.serving.backends.base import EntityState, ServedEntitySpec, StartFailed
 from agentdeploy.serving.backends.local import UID_BASE, UID_COUNT, LocalProcessBackend
-from tests.serving.worker_fixtures import LoopThread, invoke, probe_says, split_answer
+from tests.serving.worker_fixtures import CANARY, LoopThread, invoke, probe_says, split_answer
 
 ASK = {
     "messages": [
@@ -51,7 +51,8 @@ def test_a_killed_worker_is_restarted_with_no_manual_step(
 def test_stop_is_idempotent_and_start_brings_it_back(
     backend: LocalProcessBackend, loop_thread: LoopThread, registry: dict[str, Any], responder: str
 ) -> None:
-    """What scale-to-zero does: stop an idle entity, start it again on the next request."""
+    """What scale-to-zero does: stop an idle entity, start it again on the next request; the
+    start uses the spare interpreter the backend keeps (mlflow already imported)."""
     pid = backend.health(responder).pid
     loop_thread.run(backend.stop(responder))
     loop_thread.run(backend.stop(responder))
@@ -62,9 +63,15 @@ def test_stop_is_idempotent_and_start_brings_it_back(
     spec = ServedEntitySpec(
         name=responder, model_uri=registry["responder"]["model_uri"], model_path=registry["responder"]["path"]
     )
+    spare = backend.spare_pid
+    assert spare is not None and os.readlink(f"/proc/{spare}/cwd") == "/", "a spare holds no entity's directory"
+    spare_env = Path(f"/proc/{spare}/environ").read_bytes()
+    assert b"AGENTDEPLOY_" not in spare_env and CANARY.encode() not in spare_env
     loop_thread.run(backend.start(spec))
     health = backend.health(responder)
     assert health.state == EntityState.READY and health.restarts == 0 and health.last_start_s
+    assert health.pid == spare, "the start used the spare"
+    assert backend.spare_pid not in (None, spare), "and a new spare is kept for the next one"
     assert invoke(backend, responder, ASK).status_code == 200
 
 

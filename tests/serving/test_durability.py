@@ -23,8 +23,8 @@ import httpx
 import polars as pl
 import pytest
 
-from tests.harness import ServerProcess
-from tests.serving.conftest import ECHO_MODEL, MlflowServer, _private_dir, start_serving_server, wait_endpoint
+from tests.harness import MlflowServer, ServerProcess, private_dir
+from tests.serving.conftest import ECHO_MODEL, start_serving_server, wait_endpoint
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +170,7 @@ def kill_cycle(durable: Durable, n: int = 200, kill_after: int = 60) -> tuple[in
 def durable(mlflow_server: MlflowServer) -> Iterator[Durable]:
     """One server for the module (starting one and its worker costs 20-60 s here): each test
     leaves it serving."""
-    parent = _private_dir("agentdeploy-durable-")
+    parent = private_dir("agentdeploy-durable-")
     server = start_serving_server(parent / "home", mlflow_server)
     try:
         setup_endpoint(server)

@@ -4,14 +4,8 @@ and `register_examples` against a real server and a real MLflow tracking server.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +18,7 @@ from agentdeploy.naming import endpoint_name_for
 from agentdeploy.serving.backends.base import ServedEntitySpec
 from agentdeploy.serving.backends.local import LocalProcessBackend
 from agentdeploy.settings import Settings
-from tests.harness import ServerProcess, free_port, wait_http
+from tests.harness import ServerProcess, free_port, private_dir, start_mlflow_server, stop_mlflow_server
 from tests.serving.worker_fixtures import LoopThread, invoke, split_answer
 
 
@@ -125,41 +119,14 @@ def test_the_support_bot_with_an_unreachable_workspace_gives_a_clean_error(
 
 @pytest.fixture(scope="module")
 def examples_mlflow_server() -> Iterator[str]:
-    root = Path(tempfile.mkdtemp(prefix="agentdeploy-mlflow-server-", dir="/tmp"))
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=open(root / "server.log", "wb"),
-        start_new_session=True,
-    )
+    """A registry of its own: the test checks the examples land as version 1."""
+    store = private_dir("agentdeploy-mlflow-examples-")
+    server = start_mlflow_server(store)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=120, proc=proc)
-        yield f"http://127.0.0.1:{port}"
+        yield server.url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        shutil.rmtree(root, ignore_errors=True)
+        stop_mlflow_server(server)
+        shutil.rmtree(store, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -15,6 +14,7 @@ import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.serving import ChatMessage, ChatMessageRole
 
+from agentdeploy.serving.backends.local import worker_processes
 from tests.harness import ServerProcess
 from tests.serving.conftest import (
     RESPONDER_MODEL,
@@ -228,18 +228,8 @@ def test_rate_limit_429_with_retry_after(
 
 
 def _worker_pids(endpoint_id: str) -> list[int]:
-    """Worker processes of an endpoint, found by the worker name in their environment."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if f"AGENTDEPLOY_WORKER_NAME={endpoint_id[:12]}-".encode() in environ:
-            pids.append(int(entry.name))
-    return pids
+    """Worker processes of an endpoint (their entity key starts with its id)."""
+    return sorted(worker_processes(f"{endpoint_id[:12]}-"))
 
 
 def test_killed_worker_gives_503_then_recovers_by_itself(admin_module: httpx.Client, endpoint: dict) -> None:
@@ -326,15 +316,7 @@ def test_config_update_under_traffic_has_no_failed_request(
 def _worker_pids_of_entity(endpoint_id: str, served: str) -> list[int]:
     deadline = time.monotonic() + 15
     while True:
-        pids = [p for p in _worker_pids(endpoint_id) if _environ_has(p, f"-{served}-")]
+        pids = [p for p, key in worker_processes(f"{endpoint_id[:12]}-").items() if f"-{served}-" in key]
         if not pids or time.monotonic() > deadline:
             return pids
         time.sleep(0.2)
-
-
-def _environ_has(pid: int, needle: str) -> bool:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(v.startswith(b"AGENTDEPLOY_WORKER_NAME=") and needle.encode() in v for v in environ)

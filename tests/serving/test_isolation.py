@@ -30,6 +30,11 @@ ALLOWED_ENV = {
     "PYTHONUNBUFFERED",
     "USER_SETTING",  # the entity's environment_vars
 }
+# Set by the worker itself (traces kept in-process, no telemetry), never by the backend.
+WORKER_SET_ENV = {"IS_IN_DB_MODEL_SERVING_ENV", "ENABLE_MLFLOW_TRACING", "MLFLOW_DISABLE_TELEMETRY"}
+# A worker starts as the backend's spare interpreter (worker.py): its initial environment is the
+# spare's, which holds nothing of an entity's.
+SPARE_ENV = {"PATH", "LANG", "HOME", "PYTHONPATH", "PYTHONUNBUFFERED"}
 
 
 def _probe(backend: LocalProcessBackend, probe: str, paths: list[str]) -> dict[str, Any]:
@@ -76,15 +81,15 @@ def test_the_worker_runs_unprivileged_with_a_scrubbed_environment(
         assert me["uid"] != 0 and UID_BASE <= me["uid"] < UID_BASE + UID_COUNT
         assert me["gid"] == me["uid"] and set(me["groups"]) <= {me["gid"]}
     assert me["cwd"] == str(backend.entity_dir(probe) / "home")
-    # What the backend gave it (the process's initial environment; the worker and mlflow add
-    # a few flags of their own later, e.g. for traces and telemetry).
+    # What the process started with (the spare's), and all it holds now.
     pid = backend.health(probe).pid
-    given = {
+    started_with = {
         line.split(b"=", 1)[0].decode()
         for line in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         if line
     }
-    assert given == ALLOWED_ENV, given ^ ALLOWED_ENV
+    assert started_with <= SPARE_ENV, started_with - SPARE_ENV
+    assert set(me["env"]) - WORKER_SET_ENV == ALLOWED_ENV, set(me["env"]) ^ ALLOWED_ENV
     assert "USER_SETTING" in me["env"] and "AGENTDEPLOY_CREDENTIALS_FILE" in me["env"]
     assert os.environ["AGENTDEPLOY_TEST_CANARY"] == CANARY  # set in the backend's process ...
     assert "AGENTDEPLOY_TEST_CANARY" not in me["env"]  # ... and not passed on

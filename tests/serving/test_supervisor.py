@@ -33,10 +33,21 @@ def test_an_idle_entity_scales_to_zero_and_wakes_on_demand(
     supervisor.track(spec)
     supervisor.touch(responder)
     assert loop_thread.run(supervisor.sweep()) == []  # used just now
+    assert supervisor.phase(responder) is None
     time.sleep(0.6)
     pid = backend.health(responder).pid
-    assert loop_thread.run(supervisor.sweep()) == [responder]
-    assert supervisor.scaled_to_zero(responder) and not Path(f"/proc/{pid}").exists()
+
+    async def sweep_seeing_the_phase() -> tuple[list[str], str | None]:
+        sweep = asyncio.ensure_future(supervisor.sweep())
+        await asyncio.sleep(0)  # the sweep has started stopping it
+        during = supervisor.phase(responder)
+        return await sweep, during
+
+    stopped, during = loop_thread.run(sweep_seeing_the_phase())
+    assert stopped == [responder] and during == "stopping"
+    # "stopped" (what the endpoint's state calls scaled to zero) only once the process is gone.
+    assert supervisor.phase(responder) == "stopped" and not Path(f"/proc/{pid}").exists()
+    assert supervisor.scaled_to_zero(responder)
 
     async def three_requests_at_once() -> list[tuple[str, int]]:
         return await asyncio.gather(*(supervisor.wake(responder, timeout_s=120) for _ in range(3)))

@@ -222,6 +222,7 @@ class LocalProcessBackend(ServingBackend):
         self.python_path = _python_path()
         self._entities: dict[str, _Entity] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._spare: subprocess.Popen[bytes] | None = None  # see worker.py: a pre-started interpreter
         if self.isolate:
             for directory in _open_code_paths(self.python_path):
                 log.warning("made %s traversable (o+x) so workers can import the installed code", directory)
@@ -424,6 +425,11 @@ class LocalProcessBackend(ServingBackend):
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(name) for name in list(self._entities)), return_exceptions=True)
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(spare.pid, signal.SIGKILL)
+            await asyncio.to_thread(spare.wait)
 
     # --- processes ---------------------------------------------------------------------------
     def _set(self, entity: _Entity, state: EntityState, message: str) -> None:
@@ -460,6 +466,9 @@ class LocalProcessBackend(ServingBackend):
         return env
 
     def _spawn(self, entity: _Entity) -> None:
+        """Start the entity's worker: the spare interpreter, told what to be (a fresh one when
+        there is no live spare). Called on the event loop's thread: the PR_SET_PDEATHSIG of the
+        process follows the thread that started it."""
         name = entity.spec.name
         self._kill_leftover(entity)
         port = _free_port()
@@ -471,25 +480,65 @@ class LocalProcessBackend(ServingBackend):
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, f"--- {_now().isoformat()} starting worker for {name} on port {port}\n".encode())
-            # Called on the event loop's thread: the worker's PR_SET_PDEATHSIG follows this thread.
-            entity.proc = subprocess.Popen(
-                [self.python, "-m", "agentdeploy.serving.worker"],
-                env=self._environment(entity, port),
-                cwd=str(entity.dir / "home"),
-                stdin=subprocess.DEVNULL,
+        finally:
+            os.close(fd)
+        order = {"log": str(log_path), "uid": entity.uid, "cwd": str(entity.dir / "home"),
+                 "env": self._environment(entity, port)}
+        line = json.dumps(order).encode() + b"\n"
+        proc = self._take_spare()
+        try:
+            self._send(proc, line)
+        except OSError:  # the spare died in between: a fresh one
+            proc = self._start_spare()
+            self._send(proc, line)
+        entity.proc = proc
+        entity.port = port
+        entity.started_at = time.monotonic()
+        (entity.dir / "worker.pid").write_text(str(proc.pid))
+
+    @property
+    def spare_pid(self) -> int | None:
+        """The pre-started interpreter the next worker start will use, if one is running."""
+        spare = self._spare
+        return spare.pid if spare is not None and spare.poll() is None else None
+
+    @staticmethod
+    def _send(proc: subprocess.Popen[bytes], line: bytes) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(line)
+        proc.stdin.close()
+
+    def _take_spare(self) -> subprocess.Popen[bytes]:
+        spare, self._spare = self._spare, None
+        if spare is None or spare.poll() is not None:
+            spare = self._start_spare()
+        return spare
+
+    def _keep_a_spare(self) -> None:
+        """Start the next spare (after a worker is up, so its imports do not slow that start)."""
+        if self.settings.worker_spare and (self._spare is None or self._spare.poll() is not None):
+            self._spare = self._start_spare()
+
+    def _start_spare(self) -> subprocess.Popen[bytes]:
+        """A worker interpreter that imports mlflow, then waits for its order on stdin. It runs
+        as this process's user until the order names a uid, with nothing of an entity's."""
+        log_path = self.settings.logs_dir / "worker-spare.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            return subprocess.Popen(
+                [self.python, "-m", "agentdeploy.serving.worker", "--spare"],
+                env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent",
+                     "PYTHONPATH": self.python_path, "PYTHONUNBUFFERED": "1"},
+                cwd="/",
+                stdin=subprocess.PIPE,
                 stdout=fd,
                 stderr=fd,
                 start_new_session=True,
                 close_fds=True,
-                user=entity.uid,
-                group=entity.uid,
-                extra_groups=[] if entity.uid is not None else None,
             )
         finally:
             os.close(fd)
-        entity.port = port
-        entity.started_at = time.monotonic()
-        (entity.dir / "worker.pid").write_text(str(entity.proc.pid))
 
     def _kill_leftover(self, entity: _Entity) -> None:
         """A worker of this entity left running by a server that crashed: stop it."""
@@ -500,15 +549,7 @@ class LocalProcessBackend(ServingBackend):
             return
         if entity.proc is not None and entity.proc.pid == pid:
             return
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            environ_ok = (
-                f"AGENTDEPLOY_WORKER_NAME={entity.spec.name}".encode()
-                in Path(f"/proc/{pid}/environ").read_bytes()
-            )
-        except OSError:
-            return
-        if b"agentdeploy.serving.worker" in cmdline and environ_ok:
+        if serves(pid, entity.dir / "home"):
             log.warning("stopping a leftover worker of %s (pid %d)", entity.spec.name, pid)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
@@ -522,6 +563,7 @@ class LocalProcessBackend(ServingBackend):
             if code is not None:
                 raise RuntimeError(f"the worker exited with code {code} before it was healthy")
             if await _health_status(entity.port, HEALTH_TIMEOUT_S) == 200:
+                self._keep_a_spare()
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not healthy within {self.start_timeout_s:.0f}s")
@@ -598,6 +640,39 @@ class LocalProcessBackend(ServingBackend):
             self._set(entity, EntityState.READY, "")
             missed = 0
             next_health = time.monotonic() + HEALTH_EVERY_S
+
+
+def serves(pid: int, home: Path) -> bool:
+    """Whether process `pid` is a worker working in `home` (an entity's <root>/<name>/home): a
+    worker's identity is its working directory (a spare's is /), not its environment, which a
+    spare sets only after it started."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return b"agentdeploy.serving.worker" in cmdline and cwd == str(home)
+
+
+def worker_processes(key_prefix: str = "") -> dict[int, str]:
+    """Live workers on this machine serving an entity whose key starts with `key_prefix`: pid ->
+    key. Needs to read other users' /proc entries (root) when workers run isolated."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+            if cwd.name != "home" or not cwd.parent.name.startswith(key_prefix):
+                continue
+            if b"agentdeploy.serving.worker" not in (entry / "cmdline").read_bytes():
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+        except (OSError, IndexError):
+            continue
+        found[int(entry.name)] = cwd.parent.name
+    return found
 
 
 def _free_port() -> int:
