@@ -8,7 +8,8 @@ formatting, SQL, the review app) see one shape:
   choice's deltas joined into one `message` (role, content, tool_calls by index), its last
   `finish_reason`, and the last `usage` seen;
 - ResponsesAgent stream events (`"type": "response.output_item.done"`) -> `{"object": "response",
-  "output": [the done items]}` (text deltas are covered by their item's `done` event);
+  "output": [the done items]}` (text deltas are covered by their item's `done` event; the deltas
+  of an item that never got one become an `"status": "incomplete"` message);
 - anything else (a ChatAgent's chunks, custom pyfunc chunks) -> `{"object": "stream", "chunks":
   [...]}`, kept as sent.
 
@@ -108,6 +109,18 @@ def _merge_tool_call(tools: dict[int, dict[str, Any]], call: dict[str, Any]) -> 
 
 def _response(events: list[dict[str, Any]]) -> dict[str, Any]:
     output = [e["item"] for e in events if e.get("type") == "response.output_item.done" and "item" in e]
+    done_ids = {item.get("id") for item in output if isinstance(item, dict)}
+    # Text streamed for an item whose `done` never came (the client hung up, the agent failed):
+    # kept as an incomplete message, since the client received it.
+    partial: dict[Any, list[str]] = {}
+    for event in events:
+        if event.get("type") == "response.output_text.delta" and event.get("item_id") not in done_ids:
+            delta = event.get("delta")
+            if isinstance(delta, str):
+                partial.setdefault(event.get("item_id"), []).append(delta)
+    for item_id, texts in partial.items():
+        output.append({"type": "message", "id": item_id, "role": "assistant", "status": "incomplete",
+                       "content": [{"type": "output_text", "text": "".join(texts)}]})
     out: dict[str, Any] = {"object": "response", "output": output}
     for event in events:  # a `response.completed` event carries the whole response: prefer it
         if event.get("type") == "response.completed" and isinstance(event.get("response"), dict):

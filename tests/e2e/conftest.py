@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from agentdeploy.serving.backends.local import worker_processes
 from agentdeploy.settings import Settings
 from tests.harness import REPO, drain_prefect_workers, free_port
 
-__all__ = ["Stack", "LiveStack", "CLI", "MARKER", "stack_logs", "healthy", "worker_pids"]
+__all__ = ["Stack", "LiveStack", "CLI", "MARKER", "stack_logs", "healthy", "alive", "children", "worker_pids"]
 
 CLI = str(Path(sys.executable).with_name("agentdeploy"))
 MARKER = "AGENTDEPLOY_STACK_HOME"
@@ -35,6 +36,7 @@ class Stack:
     prefect_port: int
     mlflow_port: int
     runner_port: int | None = None
+    foreground: subprocess.Popen[bytes] | None = None  # `agentdeploy up` run in the foreground
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_STACK_ENV_PREFIXES)}
@@ -52,6 +54,16 @@ class Stack:
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run([CLI, *args], env=self.env(), cwd=REPO, capture_output=True, text=True,
                               timeout=timeout)
+
+    def start_foreground(self) -> subprocess.Popen[bytes]:
+        """`agentdeploy up` in the foreground (it returns when the stack stops), output to
+        logs/foreground-test.log; then wait until every service is healthy."""
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        with open(self.home / "logs" / "foreground-test.log", "ab") as log:
+            self.foreground = subprocess.Popen([CLI, "up"], env=self.env(), cwd=REPO, stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_healthy()
+        return self.foreground
 
     def recorded_pids(self) -> dict[str, int]:
         state = json.loads((self.home / "run" / "stack.json").read_text())
@@ -118,6 +130,28 @@ def restore_env(saved: dict[str, str | None]) -> None:
         else:
             os.environ[key] = value
     get_settings.cache_clear()
+
+
+def alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def children(pid: int) -> set[int]:
+    """Live processes whose parent is `pid`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.add(int(entry.name))
+    return found
 
 
 def healthy(url: str) -> bool:
@@ -202,7 +236,8 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
 @pytest.fixture(scope="module")
 def deploy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A running stack with the demo data and both examples registered (version 1 each), this
-    process pointed at it (SDK, Prefect client, MLflow). `agentdeploy down` always runs."""
+    process pointed at it (SDK, Prefect client, MLflow). Started with `agentdeploy up` in the
+    foreground: test_deploy.py's last test stops it with SIGTERM. `agentdeploy down` always runs."""
     ports: set[int] = set()
     while len(ports) < 4:
         ports.add(free_port())
@@ -210,8 +245,7 @@ def deploy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(tmp_path_factory.mktemp("deploy-home"), port, prefect_port, mlflow_port, runner_port)
     saved: dict[str, str | None] | None = None
     try:
-        started = stack.cli("up", "--detach", timeout=400)
-        assert started.returncode == 0, started.stdout + started.stderr + stack_logs(stack.home)
+        stack.start_foreground()
         saved = stack.use_in_process()
         from agentdeploy.client import AgentDeployClient
         from agentdeploy.demo import create_demo_data
@@ -222,6 +256,13 @@ def deploy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         drain_prefect_workers()  # in-process flow runs logged to this stack's Prefect
+        if stack.foreground is not None and stack.foreground.poll() is None:
+            stack.foreground.send_signal(signal.SIGTERM)
+            try:
+                stack.foreground.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(stack.foreground.pid, signal.SIGKILL)
+                stack.foreground.wait()
         stack.cli("down", timeout=120)
         if saved is not None:
             restore_env(saved)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack, worker_pids
+from tests.e2e.conftest import Stack, alive, children, worker_pids
 
 # The stack starts in the first test's setup (over a minute on a loaded machine) and deploys wait
 # for cold workers: more than the suite's default 300 s per test.
@@ -411,4 +412,20 @@ def test_delete_deployment_by_version_then_the_endpoint(deploy_stack: Stack, adm
         "catalog_name": "main", "schema_name": "agents"})).get("tables", [])}
     assert tables_before <= tables_after  # inference tables are data: they stay
     assert [d.model_name for d in agents.list_deployments()] == [RESPONDER]
+
+
+def test_sigterm_to_the_foreground_up_stops_every_service_and_worker(deploy_stack: Stack) -> None:
+    """This module's stack runs as a foreground `agentdeploy up`: SIGTERM stops the supervisor,
+    each service (Prefect, MLflow, the server, the flow runner) and the server's workers and spare."""
+    up = deploy_stack.foreground
+    assert up is not None and up.poll() is None
+    recorded = deploy_stack.recorded_pids()
+    assert recorded["supervisor"] == up.pid and len(recorded) == 5  # prefect, mlflow, server, flows
+    server_children = children(recorded["server"])
+    assert server_children, "the server runs at least its spare worker interpreter"
+    up.send_signal(signal.SIGTERM)
+    assert up.wait(timeout=60) == 0
+    assert not [pid for pid in [*recorded.values(), *server_children] if alive(pid)]
+    assert deploy_stack.processes() == []
+    assert "the stack is stopped" in (deploy_stack.home / "logs" / "foreground-test.log").read_text()
 

@@ -1,7 +1,7 @@
-"""The local stack end to end: `agentdeploy up --detach | up | status | down`, and a foreground
-`up` stopped with SIGTERM. On the session's `live_stack` (tests/e2e/conftest.py), after
-test_rotation.py has used it: the first test ends with `down`, the second starts the same home
-again (a warm database) in the foreground."""
+"""The local stack end to end: `agentdeploy up --detach | up | status | down`, on the session's
+`live_stack` (tests/e2e/conftest.py) after test_rotation.py has used it; the test ends with `down`.
+A foreground `up` stopped with SIGTERM: the last test of test_deploy.py (its stack runs in the
+foreground)."""
 
 from __future__ import annotations
 
@@ -10,24 +10,15 @@ import os
 import signal
 import sqlite3
 import stat
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import CLI, LiveStack, Stack, healthy, stack_logs
-from tests.harness import REPO
+from tests.e2e.conftest import LiveStack, Stack, alive, healthy, stack_logs
 
 pytestmark = pytest.mark.slow
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
-    except (OSError, IndexError):
-        return False
-
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
@@ -146,27 +137,7 @@ def test_detached_stack_up_status_secrets_restart_down(stack: LiveStack) -> None
     recorded = stack.recorded_pids()
     stopped = stack.cli("down")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
-    assert not [name for name, pid in recorded.items() if _alive(pid)]
+    assert not [name for name, pid in recorded.items() if alive(pid)]
     assert stack.processes() == []
     after = stack.cli("status")
     assert after.returncode == 1 and "not up" in after.stdout
-
-
-def test_foreground_up_stops_every_child_on_sigterm(stack: LiveStack) -> None:
-    log = open(stack.home / "logs" / "foreground-test.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen([CLI, "up"], env=stack.env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                          start_new_session=True)
-    try:
-        stack.wait_healthy()
-        recorded = stack.recorded_pids()
-        assert recorded["supervisor"] == up.pid and len(recorded) == 5  # prefect, mlflow, server, flows
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(timeout=60) == 0
-    finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
-        log.close()
-    assert not [name for name, pid in recorded.items() if _alive(pid)]
-    assert stack.processes() == []
-    assert "the stack is stopped" in (stack.home / "logs" / "foreground-test.log").read_text()

@@ -303,6 +303,18 @@ def test_a_stream_is_logged_as_its_aggregate(logged: Logged) -> None:
         "content": "Refunds take 5 days.",
     }
     assert logged_response["databricks_output"]["trace"] is not None
+    # The formatting flow turns it into a request-log row like any other.
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    from agentdeploy.tables.formatting import format_request_logs
+
+    payload = DeltaTable(str(logged.path)).to_pyarrow_table()  # as the flow reads it
+    formatted = format_request_logs(payload.filter(pc.equal(payload["databricks_request_id"], request_id)))
+    formatted = formatted.to_pylist()
+    assert [(r["databricks_request_id"], r["request"], r["response"]) for r in formatted] == [
+        (request_id, "How long do refunds take?", "Refunds take 5 days.")
+    ]
 
 
 def test_secret_values_never_reach_the_payload_table(logged: Logged) -> None:
