@@ -25,13 +25,12 @@ sys.path.insert(0, str(REPO))
 
 from tests.harness import start_mlflow_server, stop_mlflow_server  # noqa: E402
 from tests.serving.conftest import register_test_models, start_serving_server  # noqa: E402
-from tests.serving.test_durability import Durable, _load, setup_endpoint, wait_ready  # noqa: E402
+from tests.serving.test_durability import Durable, run_cycle, setup_endpoint, wait_ready  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "durability_cycles.json"
 
 
 def main() -> None:
-    import asyncio
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=20)
@@ -50,27 +49,19 @@ def main() -> None:
         server = start_serving_server(tmp / "home", mlflow)
         setup_endpoint(server)
         durable = Durable(server)
-        for cycle in range(args.cycles):
-            received = asyncio.run(_load(server, args.requests, args.kill_after))
-            assert server.proc is not None
-            server.proc.wait(timeout=30)
-            server.proc = None
-            server.start()
-            durable.received |= received
-            counts = durable.wait_rows(durable.received)
-            missing = len(durable.received - counts.keys())
-            duplicated = sum(1 for v in counts.values() if v != 1)
+        for number in range(1, args.cycles + 1):
+            cycle = run_cycle(durable, args.requests, args.kill_after)
             totals["cycles"] += 1
-            totals["responses_received"] += len(received)
-            totals["rows_checked"] = len(durable.received)
-            totals["missing"] = missing
-            totals["duplicated"] = duplicated
+            totals["responses_received"] += cycle.received
+            totals["rows_checked"] = cycle.checked
+            totals["missing"] = cycle.missing
+            totals["duplicated"] = cycle.duplicated
             print(
-                f"cycle {cycle + 1}/{args.cycles}: {len(received)} responses before the kill; "
-                f"{len(durable.received)} checked, {missing} missing, {duplicated} duplicated",
+                f"cycle {number}/{args.cycles}: {cycle.received} responses before the kill; "
+                f"{cycle.checked} checked, {cycle.missing} missing, {cycle.duplicated} duplicated",
                 flush=True,
             )
-            if missing or duplicated:
+            if cycle.missing or cycle.duplicated:
                 break
             wait_ready(server)
     finally:

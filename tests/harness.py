@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -186,3 +187,8 @@ def run_mlflow_script(tracking_uri: str, script: str) -> None:
     done = subprocess.run([sys.executable, "-c", prelude + script], env=env, cwd=str(REPO),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def inference_table_config(catalog: str, schema: str, prefix: str) -> dict[str, Any]:
+    """An endpoint's `ai_gateway.inference_table_config`, on: `{catalog}.{schema}.{prefix}_payload`."""
+    return {"catalog_name": catalog, "schema_name": schema, "table_name_prefix": prefix, "enabled": True}

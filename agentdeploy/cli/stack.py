@@ -9,6 +9,7 @@ payload row count, then how to get in.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ import typer
 from agentdeploy import stack
 from agentdeploy.cli.output import console, err_console, errors_as_exit, table
 from agentdeploy.client import AgentDeployClient
-from agentdeploy.errors import AgentDeployError
+from agentdeploy.errors import AgentDeployError, Unavailable
 from agentdeploy.settings import Settings, get_settings
 from agentdeploy.stack import configure_mlflow
 
@@ -229,6 +230,7 @@ The CLI and the SDK read it; AGENTDEPLOY_HOST / AGENTDEPLOY_TOKEN override it.
 # finds what an earlier run made before making it, so a second run only asks the question again.
 
 QUESTION = "How do I deploy an agent?"
+ASK_WAIT_S = 180.0  # how long quickstart waits for a (re)starting support bot
 
 
 def _client() -> AgentDeployClient:
@@ -320,12 +322,28 @@ def _ask(settings: Settings) -> None:
 
     client = _client()
     deployment = _current_deployment(client, SUPPORT_BOT)
-    try:
-        answer = client.post(f"/serving-endpoints/{deployment.endpoint_name}/invocations",
-                             json={"input": [{"role": "user", "content": QUESTION}]})
-    except AgentDeployError as exc:
-        err_console.print(f"[red]error:[/red] {deployment.endpoint_name} did not answer: {exc.message}")
-        raise typer.Exit(1) from None
+    # Just after `up` (or a server restart) the restored workers are still starting: the gateway
+    # answers 503 with Retry-After until they are ready. Wait for them, within reason.
+    deadline = time.monotonic() + ASK_WAIT_S
+    waiting = False
+    while True:
+        try:
+            answer = client.post(f"/serving-endpoints/{deployment.endpoint_name}/invocations",
+                                 json={"input": [{"role": "user", "content": QUESTION}]})
+            break
+        except Unavailable as exc:
+            pause = min(exc.retry_after or 1.0, 5.0)
+            if time.monotonic() + pause > deadline:
+                err_console.print(f"[red]error:[/red] {deployment.endpoint_name} did not answer within "
+                                  f"{ASK_WAIT_S:.0f}s: {exc.message}")
+                raise typer.Exit(1) from None
+            if not waiting:
+                console.print(f"{deployment.endpoint_name} is starting; waiting for it ({exc.message})")
+                waiting = True
+            time.sleep(pause)
+        except AgentDeployError as exc:
+            err_console.print(f"[red]error:[/red] {deployment.endpoint_name} did not answer: {exc.message}")
+            raise typer.Exit(1) from None
     text = " ".join(part.get("text", "") for item in answer.get("output", []) if item.get("type") == "message"
                     for part in item.get("content", []) if isinstance(part, dict)).strip()
     sources = (answer.get("custom_outputs") or {}).get("sources") or []
@@ -349,7 +367,7 @@ def _payload_rows(settings: Settings) -> None:
         count = stack.count_rows(client, table_name, find_demo_warehouse(client))
     if count is None:
         console.print(f"[bold]Payload rows[/bold]: {table_name} does not exist: "
-                      "inference logging not yet on.")
+                      "inference tables are off for this endpoint.")
     else:
         console.print(f"[bold]Payload rows[/bold]: {count} in {table_name} (rows land within seconds; "
                       "run 'agentdeploy quickstart' again to see the count grow)")

@@ -11,6 +11,7 @@ behind the deploy's back fails its own rotation task, not the others'.
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -82,6 +83,10 @@ def test_quickstart_deploys_both_examples_and_answers_twice(stack: LiveStack,
         assert f"/serving-endpoints/{SUPPORT_ENDPOINT}/served-models/{SUPPORT_ENTITY}/invocations" in out, out
         assert f"/review/{SUPPORT_ENDPOINT}" in out, out
         assert "Payload rows" in out, out
+    # Inference logging is on: the payload table counts the questions asked so far.
+    pattern = r"Payload rows: (\d+) in main\.agents\.support_bot_payload"
+    counts = [re.search(pattern, out) for out in quickstarted]
+    assert counts[0] and counts[1] and int(counts[1].group(1)) >= 1, (first, second)
     # The second run found everything the first made: nothing registered or deployed again.
     assert "already registered" in second and second.count("already deployed") == 2, second
     with stack.admin() as admin:

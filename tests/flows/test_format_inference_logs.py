@@ -30,7 +30,7 @@ from deltalake import DeltaTable, write_deltalake
 from agentdeploy.tables.formatting import ASSESSMENT_LOGS_SCHEMA, REQUEST_LOGS_SCHEMA
 from agentdeploy.tables.payload import PayloadRecord, build_record, records_to_arrow
 from tests.flows.conftest import PrefectServer
-from tests.harness import REPO, MlflowServer, ServerProcess
+from tests.harness import REPO, MlflowServer, ServerProcess, inference_table_config
 
 UC = "/api/2.1/unity-catalog"
 CATALOG = "flows_cat"
@@ -138,12 +138,7 @@ def make_endpoint(admin: httpx.Client, server: ServerProcess) -> Endpoint:
         json={
             "name": endpoint.name,
             "ai_gateway": {
-                "inference_table_config": {
-                    "catalog_name": CATALOG,
-                    "schema_name": endpoint.schema,
-                    "table_name_prefix": endpoint.prefix,
-                    "enabled": True,
-                }
+                "inference_table_config": inference_table_config(CATALOG, endpoint.schema, endpoint.prefix)
             },
         },
     )

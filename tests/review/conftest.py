@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import MlflowServer, ServerProcess, private_dir, run_mlflow_script
+from tests.harness import MlflowServer, ServerProcess, inference_table_config, private_dir, run_mlflow_script
 from tests.serving.conftest import Principal, create_principal, wait_endpoint
 
 HERE = Path(__file__).resolve().parent
@@ -88,12 +88,7 @@ def endpoint_body(name: str, *, scale_to_zero: bool = False) -> dict[str, object
             },
         },
         "ai_gateway": {
-            "inference_table_config": {
-                "enabled": True,
-                "catalog_name": "main",
-                "schema_name": "tests",
-                "table_name_prefix": name.replace("-", "_"),
-            }
+            "inference_table_config": inference_table_config("main", "tests", name.replace("-", "_"))
         },
     }
 

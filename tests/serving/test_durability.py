@@ -23,7 +23,7 @@ import httpx
 import polars as pl
 import pytest
 
-from tests.harness import MlflowServer, ServerProcess, private_dir
+from tests.harness import MlflowServer, ServerProcess, inference_table_config, private_dir
 from tests.serving.conftest import ECHO_MODEL, start_serving_server, wait_endpoint
 
 pytestmark = pytest.mark.slow
@@ -84,14 +84,7 @@ def setup_endpoint(server: ServerProcess) -> None:
                         }
                     ]
                 },
-                "ai_gateway": {
-                    "inference_table_config": {
-                        "catalog_name": CATALOG,
-                        "schema_name": SCHEMA,
-                        "table_name_prefix": PREFIX,
-                        "enabled": True,
-                    }
-                },
+                "ai_gateway": {"inference_table_config": inference_table_config(CATALOG, SCHEMA, PREFIX)},
             },
         )
         assert created.status_code == 200, created.text
@@ -148,8 +141,16 @@ async def _load(server: ServerProcess, n: int, kill_after: int | None) -> set[st
     return received
 
 
-def kill_cycle(durable: Durable, n: int = 200, kill_after: int = 60) -> tuple[int, int]:
-    """One cycle: load, kill -9 mid-load, restart; returns (responses received, rows checked)."""
+@dataclass
+class Cycle:
+    received: int  # responses the clients got before the kill
+    checked: int  # answered requests so far, each looked up in the table
+    missing: int  # of those, without a row
+    duplicated: int  # of those, with more than one row
+
+
+def run_cycle(durable: Durable, n: int = 200, kill_after: int = 60) -> Cycle:
+    """Load, kill -9 mid-load, restart, count the rows of every answered request so far."""
     server = durable.server
     received = asyncio.run(_load(server, n, kill_after))
     assert server.proc is not None
@@ -158,12 +159,17 @@ def kill_cycle(durable: Durable, n: int = 200, kill_after: int = 60) -> tuple[in
     server.start()
     durable.received |= received
     counts = durable.wait_rows(durable.received)
-    missing = durable.received - counts.keys()
-    assert not missing, f"{len(missing)} answered requests have no row"
-    duplicated = {k: v for k, v in counts.items() if v != 1}
-    assert not duplicated, f"requests with more than one row: {duplicated}"
-    wait_ready(server)
-    return len(received), len(durable.received)
+    return Cycle(len(received), len(durable.received), len(durable.received - counts.keys()),
+                 sum(1 for v in counts.values() if v != 1))
+
+
+def kill_cycle(durable: Durable, n: int = 200, kill_after: int = 60) -> Cycle:
+    """One cycle that must lose nothing and duplicate nothing; leaves the endpoint serving."""
+    cycle = run_cycle(durable, n, kill_after)
+    assert cycle.missing == 0, f"{cycle.missing} answered requests have no row"
+    assert cycle.duplicated == 0, f"{cycle.duplicated} requests have more than one row"
+    wait_ready(durable.server)
+    return cycle
 
 
 @pytest.fixture(scope="module")
@@ -183,9 +189,9 @@ def durable(mlflow_server: MlflowServer) -> Iterator[Durable]:
 
 def test_kill_9_under_load_loses_no_answered_request(durable: Durable) -> None:
     for _ in range(3):
-        got, checked = kill_cycle(durable)
-        assert got >= 60, "the kill came after some responses"
-    assert checked >= 180
+        cycle = kill_cycle(durable)
+        assert cycle.received >= 60, "the kill came after some responses"
+    assert cycle.checked >= 180
 
 
 def test_a_row_is_visible_to_polars_within_2_seconds(durable: Durable) -> None:
@@ -301,4 +307,4 @@ def test_an_unwritable_spool_at_start_answers_503_not_unlogged(durable: Durable)
     assert durable.wait_rows({served.headers["x-request-id"]}).get(served.headers["x-request-id"]) == 1
 
 
-__all__ = ["Durable", "kill_cycle", "setup_endpoint", "wait_ready"]
+__all__ = ["Cycle", "Durable", "kill_cycle", "run_cycle", "setup_endpoint", "wait_ready"]

@@ -25,7 +25,7 @@ import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.serving import ChatMessage, ChatMessageRole
 
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, inference_table_config
 from tests.serving.conftest import (
     ECHO_MODEL,
     RESPONDER_MODEL,
@@ -141,14 +141,7 @@ def logged(serving_server: ServerProcess) -> Iterator[Logged]:
             json={
                 "name": ENDPOINT,
                 "config": config,
-                "ai_gateway": {
-                    "inference_table_config": {
-                        "catalog_name": CATALOG,
-                        "schema_name": SCHEMA,
-                        "table_name_prefix": PREFIX,
-                        "enabled": True,
-                    }
-                },
+                "ai_gateway": {"inference_table_config": inference_table_config(CATALOG, SCHEMA, PREFIX)},
             },
         )
         assert created.status_code == 200, created.text
@@ -226,12 +219,7 @@ def test_rows_match_requests_one_to_one_across_clients_and_errors(logged: Logged
             "name": limited,
             "ai_gateway": {
                 "rate_limits": [{"calls": 0, "key": "user", "renewal_period": "minute"}],
-                "inference_table_config": {
-                    "catalog_name": CATALOG,
-                    "schema_name": SCHEMA,
-                    "table_name_prefix": PREFIX,
-                    "enabled": True,
-                },
+                "inference_table_config": inference_table_config(CATALOG, SCHEMA, PREFIX),
             },
         },
     )
